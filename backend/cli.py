@@ -1,0 +1,142 @@
+"""Command line: `python -m backend generate|schedule ...` (DESIGN §1, §10).
+
+stdout carries results only (the run folder's path, or the schedule's JSON); progress and logs go
+to stderr. Bad input ends in one line naming the problem, exit status 2; a failed run, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import ConfigError, GenerationConfig, preset_for
+
+# CLI flag -> config field, for the flags that map one to one.
+CONFIG_FLAGS = {
+    "negative_prompt": str, "seed": int, "steps": int, "schedule": str, "m1": float, "m2": float, "s1": float,
+    "s2": float, "t_min": int, "t_max": int, "guidance": str, "model": str, "targets": str, "guidance_scale": float,
+    "resolution": int, "preview_resolution": int, "samples_per_ray": int, "encoding": str, "background": str,
+    "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "export": str,
+    "out": str, "run_dir": str, "device": str, "precision": str,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="DreamTime text-to-3D (TP-SDS) engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="optimize a NeRF for a prompt and export its mesh")
+    gen.add_argument("prompt", nargs="?", default=None, help='what to make, e.g. "a red torus"')
+    for name, kind in CONFIG_FLAGS.items():
+        gen.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=argparse.SUPPRESS)
+    gen.add_argument("--no-wd", action="store_true", help="drop W_d from the TP-SDS weight")
+    gen.add_argument("--low-vram", action="store_true", help="sd: CPU offload and attention slicing")
+    gen.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.epilog = "options: " + " ".join("--" + n.replace("_", "-") for n in CONFIG_FLAGS)
+
+    sched = commands.add_parser("schedule", help="print t(i) of a timestep schedule")
+    sched.add_argument("--kind", default="tp")
+    sched.add_argument("--steps", type=int, required=True)
+    for name, default in (("m1", 800.0), ("m2", 500.0), ("s1", 300.0), ("s2", 100.0)):
+        sched.add_argument("--" + name, type=float, default=default)
+    sched.add_argument("--t-min", type=int, default=20)
+    sched.add_argument("--t-max", type=int, default=980)
+    sched.add_argument("--seed", type=int, default=0)
+    sched.add_argument("--no-wd", action="store_true")
+    sched.add_argument("--json", action="store_true", help="one JSON object (the default output format)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> GenerationConfig:
+    """Preset for the device, then every flag given; validated."""
+    from .trainer import resolve_device
+
+    overrides = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
+    device = resolve_device(overrides.get("device", "auto"))
+    values = {**preset_for(device.type), **overrides, "prompt": args.prompt or ""}
+    if args.no_wd:
+        values["use_w_d"] = False
+    if args.low_vram:
+        values["low_vram"] = True
+    return GenerationConfig.from_dict(values).validate()
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from .run_folder import new_run_dir
+    from .trainer import Trainer, TrainingError
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        try:
+            config = GenerationConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))).validate()
+        except (OSError, ValueError) as exc:
+            return fail(f"cannot resume {run_dir}: no readable config.json ({exc})", 2)
+    else:
+        config = config_from_args(args)
+        run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
+    progress = ProgressBar(config.steps, enabled=not args.quiet)
+    try:
+        Trainer(config, run_dir, on_event=progress.on_event, stop=stop).run(resume=bool(args.resume))
+    except TrainingError as exc:
+        progress.close()
+        return fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), 1)
+    progress.close()
+    if stop.is_set():
+        print("stopped early; the mesh of the current state was written", file=sys.stderr)
+    print(run_dir)
+    return 0
+
+
+class ProgressBar:
+    """A tqdm bar on stderr fed by protocol events."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, file=sys.stderr, disable=not enabled, dynamic_ncols=True, unit="step")
+
+    def on_event(self, event: dict) -> None:
+        if event["type"] == "progress":
+            self.bar.n = event["step"]
+            self.bar.set_postfix(t=event["t"], loss=f"{event['loss']:.4g}", refresh=False)
+            self.bar.refresh()
+        elif event["type"] in ("mesh", "done"):
+            self.bar.write(f"{event['type']}: {event.get('path') or event['outputs'].get('run_dir')}", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from .schedule import timesteps
+
+    config = GenerationConfig(prompt="schedule", steps=args.steps, schedule=args.kind, m1=args.m1, m2=args.m2, s1=args.s1, s2=args.s2, t_min=args.t_min, t_max=args.t_max, seed=args.seed)
+    config.validate()
+    t = timesteps(args.kind, args.steps, args.m1, args.m2, args.s1, args.s2, args.t_min, args.t_max, args.seed, use_w_d=not args.no_wd)
+    print(json.dumps({"kind": args.kind, "t": [int(v) for v in t]}))
+    return 0
+
+
+def fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    handlers = {"generate": run_generate, "schedule": run_schedule}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    except ValueError as exc:  # bad targets, unknown words, ...
+        return fail(str(exc), 2)

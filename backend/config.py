@@ -1,0 +1,208 @@
+"""The one generation config, from the Blender panel (or the CLI) to the trainer (DESIGN §3).
+
+Validated in one place, `GenerationConfig.validate()`: a bad value raises ConfigError naming the
+field and what it may be. Saved as `config.json` in the run folder. Standard library only, so the
+add-on can build and check a config without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schedule import NUM_TRAIN_TIMESTEPS, SCHEDULE_KINDS as SCHEDULES
+GUIDANCES = ("auto", "analytic", "sd")
+ENCODINGS = ("auto", "hashgrid", "dense")
+HASHGRID_IMPLEMENTATIONS = ("auto", "torch", "tcnn")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16")
+EXPORT_FORMATS = ("glb", "ply", "obj")
+BACKGROUNDS = ("random", "white", "black", "learned")
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**32 - 1
+
+
+class ConfigError(ValueError):
+    """A config value out of range. `field` names the offending field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass
+class GenerationConfig:
+    # What to make
+    prompt: str = ""
+    negative_prompt: str = ""  # sd only: pushed away from through classifier-free guidance
+    seed: int = 0  # cameras, noise and initialization all derive from it
+    steps: int = 5000  # optimization steps N (the CPU preset uses fewer)
+
+    # Timestep schedule (DESIGN §4; DreamTime Eq. 7-8)
+    schedule: str = "tp"  # tp (DreamTime) | uniform (plain SDS) | linear
+    m1: float = 800.0  # upper end of W_p's flat region
+    m2: float = 500.0  # lower end of W_p's flat region
+    s1: float = 300.0  # width of W_p's Gaussian tail above m1
+    s2: float = 100.0  # width of W_p's Gaussian tail below m2
+    t_min: int = 20  # smallest timestep used
+    t_max: int = 980  # largest timestep used
+    use_w_d: bool = True  # include W_d = sqrt((1-abar)/abar) in W (the paper does)
+
+    # Guidance (DESIGN §5)
+    guidance: str = "auto"  # analytic | sd | auto (sd with CUDA, else analytic)
+    model: str = "stabilityai/stable-diffusion-2-1-base"  # hub id or local diffusers folder (sd)
+    targets: str = ""  # JSON file of analytic targets; empty: read them from the prompt
+    guidance_scale: float = -1.0  # CFG scale; negative: the guidance's default (sd 100, analytic 1)
+    low_vram: bool = False  # sd: model CPU offload and attention slicing for small cards
+
+    # Field and renderer (DESIGN §6)
+    encoding: str = "auto"  # hashgrid | dense (voxel features, fast on CPU) | auto
+    hashgrid_implementation: str = "auto"  # tcnn when importable, else torch
+    resolution: int = 64  # training render size (pixels per side)
+    preview_resolution: int = 128  # evaluation render size for previews and metrics
+    samples_per_ray: int = 64  # fixed samples per ray inside the bounding sphere
+    batch_size: int = 1  # cameras per step
+    background: str = "random"  # random colour per step | white | black | learned (network)
+    albedo_warmup: float = 0.2  # fraction of steps rendered with albedo only, before shading
+    textureless_prob: float = 0.25  # after warm-up: chance of a textureless (white) render
+    albedo_prob: float = 0.25  # after warm-up: chance of an unshaded render; rest lambertian
+    lr: float = 1e-2  # Adam learning rate of the encoding
+    lr_mlp: float = 1e-3  # Adam learning rate of the MLPs
+
+    # Run bookkeeping (DESIGN §7)
+    preview_every: int = 50  # steps between preview PNGs
+    checkpoint_every: int = 200  # steps between checkpoints
+    mesh_resolution: int = 256  # marching-cubes grid size per side
+    export: tuple[str, ...] = ("glb",)  # mesh formats written at the end
+    out: str = "runs"  # folder under which a new run folder is made
+    run_dir: str = ""  # write exactly here instead (empty: a new folder under `out`)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # fp16 guidance weights on CUDA, fp32 on CPU
+
+    # Extra knobs kept out of the panel
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "GenerationConfig":
+        """Check every field; raise ConfigError naming the first bad one. Returns self."""
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ConfigError("prompt", "must not be empty")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ConfigError("prompt", f"is {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS}")
+        if "\x00" in self.prompt or "\x00" in self.negative_prompt:
+            raise ConfigError("prompt", "must not contain NUL characters")
+        if len(self.negative_prompt) > MAX_PROMPT_CHARS:
+            raise ConfigError("negative_prompt", f"at most {MAX_PROMPT_CHARS} characters")
+        _integer(self, "seed", 0, MAX_SEED)
+        _integer(self, "steps", 1, 1_000_000)
+        _choice(self, "schedule", SCHEDULES)
+        _integer(self, "t_min", 1, NUM_TRAIN_TIMESTEPS - 2)
+        _integer(self, "t_max", 2, NUM_TRAIN_TIMESTEPS - 1)
+        if self.t_min >= self.t_max:
+            raise ConfigError("t_min", f"must be < t_max ({self.t_max}), got {self.t_min}")
+        for name in ("m1", "m2"):
+            _number(self, name, 0, NUM_TRAIN_TIMESTEPS)
+        if self.m2 > self.m1:
+            raise ConfigError("m2", f"must be <= m1 ({self.m1:g}), got {self.m2:g}")
+        for name in ("s1", "s2"):
+            _number(self, name, 1e-6, 10 * NUM_TRAIN_TIMESTEPS, "must be > 0 and at most 10000")
+        _choice(self, "guidance", GUIDANCES)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("model", "must name a hub id or a local folder")
+        if self.guidance_scale != -1.0:
+            _number(self, "guidance_scale", 0, 1000, "must be between 0 and 1000 (or -1 for the default)")
+        _choice(self, "encoding", ENCODINGS)
+        _choice(self, "hashgrid_implementation", HASHGRID_IMPLEMENTATIONS)
+        for name in ("resolution", "preview_resolution"):
+            _integer(self, name, 16, 1024)
+            if getattr(self, name) % 8:
+                raise ConfigError(name, f"must be a multiple of 8 between 16 and 1024, got {getattr(self, name)}")
+        _integer(self, "samples_per_ray", 8, 1024)
+        _integer(self, "batch_size", 1, 64)
+        _choice(self, "background", BACKGROUNDS)
+        for name in ("albedo_warmup", "textureless_prob", "albedo_prob"):
+            _number(self, name, 0, 1)
+        if self.textureless_prob + self.albedo_prob > 1:
+            raise ConfigError("albedo_prob", "albedo_prob + textureless_prob must be at most 1")
+        for name in ("lr", "lr_mlp"):
+            _number(self, name, 1e-8, 10, "must be > 0 and at most 10")
+        _integer(self, "preview_every", 0, 1_000_000, "must be >= 0 (0: no previews)")
+        _integer(self, "checkpoint_every", 0, 1_000_000, "must be >= 0 (0: only at the end)")
+        _integer(self, "mesh_resolution", 16, 1024)
+        self.export = tuple(self.export)
+        if not self.export or any(fmt not in EXPORT_FORMATS for fmt in self.export):
+            raise ConfigError("export", f"must be a non-empty list of {', '.join(EXPORT_FORMATS)}, got {list(self.export)}")
+        _choice(self, "device", DEVICES)
+        _choice(self, "precision", PRECISIONS)
+        if not isinstance(self.extra, dict):
+            raise ConfigError("extra", "must be a dict")
+        return self
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["export"] = list(self.export)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationConfig":
+        """Build from a dict (config.json, a protocol request); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError("config", "must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown config field; known: {', '.join(sorted(known))}")
+        data = dict(data)
+        if "export" in data:
+            if isinstance(data["export"], str):
+                data["export"] = tuple(fmt.strip() for fmt in data["export"].split(",") if fmt.strip())
+            else:
+                data["export"] = tuple(data["export"])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "GenerationConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# CPU preset: small renders and a dense voxel encoding, so a run takes minutes on 2 cores and
+# still gives a clean result; the paper-like defaults above are for CUDA.
+CPU_PRESET: dict[str, Any] = {
+    "steps": 1200,
+    "resolution": 64,
+    "preview_resolution": 96,
+    "samples_per_ray": 64,
+    "encoding": "dense",
+    "mesh_resolution": 160,
+    "preview_every": 100,
+    "checkpoint_every": 300,
+}
+
+
+def preset_for(device: str) -> dict[str, Any]:
+    """Default overrides for a resolved device ('cpu' or 'cuda')."""
+    return dict(CPU_PRESET) if device == "cpu" else {}
+
+
+def _integer(cfg: GenerationConfig, name: str, low: int, high: int, message: str = "") -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(name, f"{message or f'must be an integer from {low} to {high}'}, got {value!r}")
+
+
+def _number(cfg: GenerationConfig, name: str, low: float, high: float, message: str = "") -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(name, f"{message or f'must be a number from {low:g} to {high:g}'}, got {value!r}")
+
+
+def _choice(cfg: GenerationConfig, name: str, options: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in options:
+        raise ConfigError(name, f"must be one of {', '.join(options)}, got {value!r}")

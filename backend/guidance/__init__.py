@@ -1,0 +1,37 @@
+"""Guidance: what turns a render into a score-distillation gradient (DESIGN §5).
+
+Every guidance has `alphas_cumprod` (T,) — the table that the SDS weight and the TP-SDS schedule's
+W_d both read — and `losses(rgb, t, view) -> {name: loss}`; the trainer weighs the named losses.
+One file per kind: `analytic.py` (exact score, no network) and `stable_diffusion.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..cameras import Cameras
+from ..renderer import RenderSettings
+
+
+@dataclass
+class View:
+    """What a guidance may need to know about the render it judges."""
+
+    cameras: Cameras  # the B cameras of the batch
+    settings: RenderSettings  # shading, light and background used for the render
+    resolution: int  # render size in pixels
+    n_samples: int  # samples per ray
+    generator: torch.Generator  # the diffusion noise of this step
+
+
+def sds_latent_target_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """0.5 * ||z - sg(z - g)||^2 summed, per batch item: its gradient with respect to z is exactly g."""
+    target = (latents - grad).detach()
+    return 0.5 * ((latents - target) ** 2).sum() / latents.shape[0]
+
+
+def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """eps_hat = eps_u + s * (eps_c - eps_u)   (Ho & Salimans 2022, Eq. 6)."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)

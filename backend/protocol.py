@@ -1,0 +1,109 @@
+"""The one message format between the Blender add-on and the backend (shared/DESIGN.md §2).
+
+Standard library only: the add-on (Blender's Python, no torch) and the backend both import this
+file. One UTF-8 JSON object per line; every message has a `type`. The first event a backend
+sends is `ready`, which states PROTOCOL_VERSION.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Requests (add-on -> backend), with their required fields.
+REQUESTS: dict[str, tuple[str, ...]] = {
+    "generate": ("id", "config"),
+    "cancel": ("id",),
+    "extract": ("id",),
+    "shutdown": (),
+    "ping": (),
+}
+
+# Events (backend -> add-on), with their required fields.
+EVENTS: dict[str, tuple[str, ...]] = {
+    "ready": ("version", "device", "features"),
+    "progress": ("id", "step", "steps", "t", "loss", "eta_s"),
+    "preview": ("id", "step", "path", "width", "height"),
+    "mesh": ("id", "path", "n_vertices", "n_faces"),
+    "done": ("id", "outputs"),
+    "error": ("id", "code", "message", "hint"),
+    "log": ("level", "message"),
+    "pong": (),
+}
+
+
+class ProtocolError(ValueError):
+    """A line that is not a well-formed message of this protocol."""
+
+
+def message(kind: str, **fields: Any) -> dict[str, Any]:
+    """Build a message dict, checking the type and that its required fields are present."""
+    required = REQUESTS.get(kind, EVENTS.get(kind))
+    if required is None:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise ProtocolError(f"{kind}: missing field(s) {', '.join(missing)}")
+    return {"type": kind, **fields}
+
+
+def encode(msg: dict[str, Any]) -> str:
+    """One message as one line of JSON (newline included); non-ASCII text kept as UTF-8."""
+    return json.dumps(msg, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def decode(line: str | bytes, allowed: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Parse one line into a message; raise ProtocolError with a short reason if it is not one.
+
+    `allowed` restricts the accepted types (REQUESTS on the backend side, EVENTS in the add-on).
+    """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"not UTF-8: {exc.reason}") from None
+    try:
+        msg = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("not a message: expected a JSON object with a string 'type'")
+    table = allowed if allowed is not None else {**REQUESTS, **EVENTS}
+    required = table.get(msg["type"])
+    if required is None:
+        raise ProtocolError(f"unknown message type {msg['type']!r}")
+    missing = [name for name in required if name not in msg]
+    if missing:
+        raise ProtocolError(f"{msg['type']}: missing field(s) {', '.join(missing)}")
+    return msg
+
+
+# Constructors, one per event the backend sends.
+def ready(device: str, features: list[str]) -> dict[str, Any]:
+    return message("ready", version=PROTOCOL_VERSION, device=device, features=features)
+
+
+def progress(run_id: str, step: int, steps: int, t: int, loss: float, eta_s: float) -> dict[str, Any]:
+    return message("progress", id=run_id, step=step, steps=steps, t=t, loss=loss, eta_s=eta_s)
+
+
+def preview(run_id: str, step: int, path: str, width: int, height: int) -> dict[str, Any]:
+    return message("preview", id=run_id, step=step, path=path, width=width, height=height)
+
+
+def mesh(run_id: str, path: str, n_vertices: int, n_faces: int) -> dict[str, Any]:
+    return message("mesh", id=run_id, path=path, n_vertices=n_vertices, n_faces=n_faces)
+
+
+def done(run_id: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    return message("done", id=run_id, outputs=outputs)
+
+
+def error(run_id: str | None, code: str, message_text: str, hint: str = "") -> dict[str, Any]:
+    return message("error", id=run_id, code=code, message=message_text, hint=hint)
+
+
+def log(level: str, message_text: str) -> dict[str, Any]:
+    return message("log", level=level, message=message_text)

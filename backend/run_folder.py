@@ -1,0 +1,72 @@
+"""The run folder (DESIGN §7) and atomic writes: nothing in it is ever half-written.
+
+Every artifact is written to a temporary file beside its destination and renamed over it
+(`os.replace` is atomic on POSIX and Windows), so a killed process leaves either the previous
+complete file or the new complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Iterator
+
+MAX_SLUG_CHARS = 48
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, else delete it.
+
+    The temporary name keeps the destination's suffix so writers that choose a format by
+    extension (PIL, trimesh, torch.save) behave as for the real name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:  # make the bytes durable before the rename
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def slugify(text: str, max_chars: int = MAX_SLUG_CHARS) -> str:
+    """A file-name-safe slug of a prompt: ASCII letters, digits and '-', never empty, never '..'."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:max_chars].strip("-")
+    return slug or "prompt"
+
+
+def new_run_dir(out_root: str | os.PathLike, prompt: str, seed: int) -> Path:
+    """Create and return a fresh folder `<out_root>/<date>-<time>-<slug>-s<seed>[-n]`."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(out_root) / f"{stamp}-{slugify(prompt)}-s{seed}"
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")

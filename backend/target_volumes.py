@@ -1,0 +1,90 @@
+"""Analytic targets voxelized once, rendered with the same volume renderer as the field (DESIGN §5).
+
+Each target's signed distance d(x) becomes a density sigma = sigma_max * sigmoid(-d / beta) on an
+R^3 grid, with its outward normal grad d / |grad d| and (for multi-colour targets) its albedo;
+`sample` reads them back trilinearly with `grid_sample`. Targets that differ only in one overall
+colour share one geometry grid: render it once over black, then tint and composite per target.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .cameras import Cameras
+from .renderer import RenderSettings, normalize, render
+from .targets import Target
+
+
+class TargetVolume:
+    """A voxelized target (or a geometry shared by single-colour targets): the renderer's Volume."""
+
+    def __init__(self, target: Target, resolution: int = 128, bound: float = 1.0, sigma_max: float = 300.0, beta: float = 0.015, device="cpu"):
+        self.bound = bound
+        axis = torch.linspace(-bound, bound, resolution, device=device)
+        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
+        sdf, albedo = target.sdf_and_albedo(grid.reshape(-1, 3))
+        sdf = sdf.reshape(resolution, resolution, resolution)  # (X, Y, Z)
+        spacing = 2 * bound / (resolution - 1)
+        normals = torch.stack(torch.gradient(sdf, spacing=spacing), dim=0)  # (3, X, Y, Z)
+        normals = normals / (normals.norm(dim=0, keepdim=True) + 1e-8)
+        channels = [sigma_max * torch.sigmoid(-sdf / beta)[None], normals]
+        self.single_color = target.single_color is not None
+        if not self.single_color:
+            channels.append(albedo.T.reshape(3, resolution, resolution, resolution))
+        # grid_sample reads (x, y, z) coordinates as (W, H, D) indices: store as (C, Z, Y, X).
+        self.grid = torch.cat(channels, dim=0).permute(0, 3, 2, 1).contiguous()[None]  # (1, C, Z, Y, X)
+
+    def sample(self, points: torch.Tensor, need_normals: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        coords = (points / self.bound).reshape(1, -1, 1, 1, 3)  # (1, N, 1, 1, 3) in [-1, 1]
+        values = F.grid_sample(self.grid, coords, mode="bilinear", padding_mode="border", align_corners=True)
+        values = values.reshape(self.grid.shape[1], -1).T  # (N, C)
+        sigma = values[:, 0]
+        albedo = torch.ones_like(values[:, 1:4]) if self.single_color else values[:, 4:7]
+        normals = None
+        if need_normals:
+            normals = normalize(values[:, 1:4])
+        return sigma, albedo, normals
+
+
+class TargetSet:
+    """K targets with mixture weights pi_k, rendered together per camera batch."""
+
+    def __init__(self, targets: list[Target], resolution: int = 128, bound: float = 1.0, device="cpu"):
+        if not targets:
+            raise ValueError("TargetSet needs at least one target")
+        self.targets = targets
+        self.names = [t.name for t in targets]
+        weights = torch.tensor([t.weight for t in targets], dtype=torch.float32, device=device)
+        self.log_weights = torch.log(weights / weights.sum())  # (K,) log pi_k
+        self.volumes: dict[tuple, TargetVolume] = {}
+        self.geometry_of: list[tuple] = []
+        for target in targets:
+            key = target.geometry_key()
+            if key not in self.volumes:
+                self.volumes[key] = TargetVolume(target, resolution, bound, device=device)
+            self.geometry_of.append(key)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @torch.no_grad()
+    def render(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings) -> torch.Tensor:
+        """Images (K, B, H, W, 3) of every target at the cameras, shading and background given.
+
+        Rendered at the sample midpoints (no jitter), each shared geometry once, over black; then
+        tinted by the target's colour and composited over the background.
+        """
+        images = []
+        cache: dict[tuple, dict[str, torch.Tensor]] = {}
+        for target, key in zip(self.targets, self.geometry_of):
+            if key not in cache:
+                plain = RenderSettings(settings.shading, settings.light, torch.zeros_like(settings.background), settings.ambient)
+                cache[key] = render(self.volumes[key], cameras, resolution, n_samples, plain)
+            out = cache[key]
+            rgb = out["rgb"]  # (B, H, W, 3) composited over black, albedo 1 for single-colour targets
+            if target.single_color is not None and settings.shading != "textureless":
+                rgb = rgb * torch.tensor(target.single_color, device=rgb.device)
+            background = settings.background[:, None, None, :]  # (B, 1, 1, 3)
+            images.append(rgb + (1 - out["opacity"]) * background)
+        return torch.stack(images)

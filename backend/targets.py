@@ -1,0 +1,233 @@
+"""The analytic prior's objects: coloured primitives named by prompt words, or a JSON file of them.
+
+A target is a union of parts; each part is a primitive (signed distance function) with a colour,
+centre, scale and rotation. Prompts name targets: "a red torus" is one target, "a torus" is the
+torus in every library colour (K modes), "a red torus or a blue cube" is two.
+
+JSON (`--targets FILE`):
+    {"targets": [{"name": "cone up", "weight": 1.0,
+                  "parts": [{"shape": "cone", "color": "red" | [r, g, b],
+                             "center": [x, y, z], "scale": s | [sx, sy, sz],
+                             "rotation": [rx, ry, rz]}]}]}          (rotation: XYZ Euler, degrees)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+COLORS: dict[str, tuple[float, float, float]] = {
+    "red": (0.85, 0.10, 0.10),
+    "orange": (0.95, 0.50, 0.05),
+    "yellow": (0.95, 0.85, 0.10),
+    "green": (0.10, 0.65, 0.20),
+    "blue": (0.10, 0.30, 0.90),
+    "purple": (0.55, 0.15, 0.75),
+    "white": (0.95, 0.95, 0.95),
+    "black": (0.08, 0.08, 0.08),
+}
+
+FILLER_WORDS = {"a", "an", "the", "one", "single", "of", "with", "shape", "object", "solid", "colored", "coloured"}
+SEPARATORS = {"or", "and", ","}
+SYNONYMS = {"box": "cube", "ball": "sphere", "donut": "torus", "doughnut": "torus", "ring": "torus", "pill": "capsule", "violet": "purple"}
+
+
+class TargetError(ValueError):
+    """A prompt or targets file the analytic prior cannot read."""
+
+
+# --- signed distance functions, unit-sized, centred at the origin, z up ------------------------
+def sdf_sphere(p: torch.Tensor) -> torch.Tensor:
+    return p.norm(dim=-1) - 0.5
+
+
+def sdf_cube(p: torch.Tensor, half: float = 0.4, rounding: float = 0.03) -> torch.Tensor:
+    q = p.abs() - (half - rounding)
+    return q.clamp(min=0).norm(dim=-1) + q.max(dim=-1).values.clamp(max=0) - rounding
+
+
+def sdf_torus(p: torch.Tensor, major: float = 0.45, minor: float = 0.18) -> torch.Tensor:
+    ring = p[..., :2].norm(dim=-1) - major
+    return torch.stack([ring, p[..., 2]], dim=-1).norm(dim=-1) - minor
+
+
+def sdf_cylinder(p: torch.Tensor, radius: float = 0.4, half_height: float = 0.45) -> torch.Tensor:
+    d = torch.stack([p[..., :2].norm(dim=-1) - radius, p[..., 2].abs() - half_height], dim=-1)
+    return d.clamp(min=0).norm(dim=-1) + d.max(dim=-1).values.clamp(max=0)
+
+
+def sdf_capsule(p: torch.Tensor, radius: float = 0.28, half_length: float = 0.3) -> torch.Tensor:
+    z = p[..., 2].clamp(-half_length, half_length)
+    return torch.stack([p[..., 0], p[..., 1], p[..., 2] - z], dim=-1).norm(dim=-1) - radius
+
+
+def sdf_cone(p: torch.Tensor, radius: float = 0.45, half_height: float = 0.5) -> torch.Tensor:
+    """Solid cone, apex up at z = +h, base disc of `radius` at z = -h (exact 2D SDF in (r, z))."""
+    r, z = p[..., :2].norm(dim=-1), p[..., 2]
+    # In the (r, z) half-plane the cross-section is the triangle (0,-h), (R,-h), (0,h).
+    a = torch.tensor([radius, -half_height], device=p.device)
+    b = torch.tensor([0.0, half_height], device=p.device)
+    q = torch.stack([r, z], dim=-1)
+    edge = b - a
+    h = (((q - a) * edge).sum(-1) / (edge * edge).sum()).clamp(0, 1)
+    d_side = (q - a - h[..., None] * edge).norm(dim=-1)
+    d_base = torch.stack([(r - radius).clamp(min=0), z + half_height], dim=-1).norm(dim=-1)
+    d_base = torch.where(r <= radius, (z + half_height).abs(), d_base)
+    inside = (z >= -half_height) & (r * 2 * half_height <= radius * (half_height - z))
+    distance = torch.minimum(d_side, d_base)
+    return torch.where(inside, -distance, distance)
+
+
+SHAPES = {
+    "sphere": sdf_sphere,
+    "cube": sdf_cube,
+    "torus": sdf_torus,
+    "cone": sdf_cone,
+    "cylinder": sdf_cylinder,
+    "capsule": sdf_capsule,
+}
+
+
+@dataclass
+class Part:
+    shape: str
+    color: tuple[float, float, float]
+    center: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)  # XYZ Euler, degrees
+
+    def sdf(self, points: torch.Tensor) -> torch.Tensor:
+        """Signed distance (N,) of world points (N, 3); exact for uniform scale, a bound otherwise."""
+        local = (points - torch.tensor(self.center, device=points.device)) @ rotation_matrix(self.rotation).to(points.device)
+        scale = torch.tensor(self.scale, device=points.device)
+        return SHAPES[self.shape](local / scale) * scale.min()
+
+
+@dataclass
+class Target:
+    name: str
+    parts: list[Part]
+    weight: float = 1.0
+
+    @property
+    def single_color(self) -> tuple[float, float, float] | None:
+        colors = {part.color for part in self.parts}
+        return next(iter(colors)) if len(colors) == 1 else None
+
+    def geometry_key(self) -> tuple:
+        """Targets with the same key differ only in one overall colour, so can share one render."""
+        if self.single_color is None:
+            return (self.name, tuple((p.shape, p.color, p.center, p.scale, p.rotation) for p in self.parts))
+        return tuple((p.shape, p.center, p.scale, p.rotation) for p in self.parts)
+
+    def sdf_and_albedo(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Union of the parts: min SDF (N,), and the albedo (N, 3) of the nearest part."""
+        distances = torch.stack([part.sdf(points) for part in self.parts], dim=-1)  # (N, P)
+        colors = torch.tensor([part.color for part in self.parts], device=points.device)  # (P, 3)
+        sdf, nearest = distances.min(dim=-1)
+        return sdf, colors[nearest]
+
+
+def rotation_matrix(degrees: tuple[float, float, float]) -> torch.Tensor:
+    """R = Rz @ Ry @ Rx (XYZ Euler); local = world @ R maps world points into the part's frame."""
+    rx, ry, rz = (math.radians(a) for a in degrees)
+    cx, sx, cy, sy, cz, sz = math.cos(rx), math.sin(rx), math.cos(ry), math.sin(ry), math.cos(rz), math.sin(rz)
+    Rx = torch.tensor([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rz = torch.tensor([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return (Rz @ Ry @ Rx).float()
+
+
+# --- prompts and files -----------------------------------------------------------------------
+def known_words() -> str:
+    return f"shapes: {', '.join(SHAPES)}; colours: {', '.join(COLORS)}"
+
+
+def targets_from_prompt(prompt: str) -> list[Target]:
+    """Read targets from prompt words; raise TargetError listing the known words otherwise."""
+    words = re.findall(r"[a-z]+|,", prompt.lower())
+    clauses, current = [], []
+    for word in words:
+        if word in SEPARATORS:
+            clauses.append(current)
+            current = []
+        else:
+            current.append(SYNONYMS.get(word, word))
+    clauses.append(current)
+    unknown = sorted({w for clause in clauses for w in clause} - set(SHAPES) - set(COLORS) - FILLER_WORDS)
+    if unknown:
+        raise TargetError(
+            f"the analytic (offline demo) prior does not know {', '.join(repr(w) for w in unknown)}. "
+            f"It knows only {known_words()}. For free text prompts use Stable Diffusion: --guidance sd"
+        )
+    targets: list[Target] = []
+    for clause in clauses:
+        shapes = [w for w in clause if w in SHAPES]
+        colors = [w for w in clause if w in COLORS]
+        if not shapes and not colors:
+            continue
+        for shape in shapes or list(SHAPES):
+            for color in colors or list(COLORS):
+                name = f"{color} {shape}"
+                if all(t.name != name for t in targets):
+                    targets.append(Target(name, [Part(shape, COLORS[color])]))
+    if not targets:
+        raise TargetError(f"the prompt names no shape or colour. The analytic prior knows {known_words()}")
+    return targets
+
+
+def library() -> list[Target]:
+    """Every shape in every colour: the unconditional set for classifier-free guidance."""
+    return [Target(f"{c} {s}", [Part(s, COLORS[c])]) for s in SHAPES for c in COLORS]
+
+
+def targets_from_file(path: str | Path) -> list[Target]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TargetError(f"targets file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TargetError(f"targets file {str(path)!r} is not readable JSON: {exc}") from None
+    entries = data.get("targets") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise TargetError('targets file must hold {"targets": [...]} with at least one target')
+    return [_target_from_json(entry, index) for index, entry in enumerate(entries)]
+
+
+def _target_from_json(entry: dict, index: int) -> Target:
+    where = f"targets[{index}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("parts"), list) or not entry["parts"]:
+        raise TargetError(f"{where}: needs a non-empty 'parts' list")
+    parts = [_part_from_json(part, f"{where}.parts[{j}]") for j, part in enumerate(entry["parts"])]
+    weight = entry.get("weight", 1.0)
+    if not isinstance(weight, (int, float)) or not weight > 0:
+        raise TargetError(f"{where}.weight: must be a positive number")
+    return Target(str(entry.get("name", f"target {index}")), parts, float(weight))
+
+
+def _part_from_json(part: dict, where: str) -> Part:
+    if not isinstance(part, dict) or part.get("shape") not in SHAPES:
+        raise TargetError(f"{where}.shape: must be one of {', '.join(SHAPES)}")
+    color = part.get("color", "white")
+    if isinstance(color, str):
+        if color not in COLORS:
+            raise TargetError(f"{where}.color: must be one of {', '.join(COLORS)} or [r, g, b] in 0..1")
+        color = COLORS[color]
+    scale = part.get("scale", 1.0)
+    scale = (scale,) * 3 if isinstance(scale, (int, float)) else scale
+    values = {"color": color, "center": part.get("center", (0, 0, 0)), "scale": scale, "rotation": part.get("rotation", (0, 0, 0))}
+    for name, value in values.items():
+        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+            raise TargetError(f"{where}.{name}: must be three numbers")
+    if not all(0 <= c <= 1 for c in values["color"]) or not all(s > 0 for s in values["scale"]):
+        raise TargetError(f"{where}: colour components must be in 0..1 and scales positive")
+    return Part(part["shape"], *(tuple(float(v) for v in values[k]) for k in ("color", "center", "scale", "rotation")))
+
+
+def load_targets(prompt: str, targets_file: str = "") -> list[Target]:
+    return targets_from_file(targets_file) if targets_file else targets_from_prompt(prompt)

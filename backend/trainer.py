@@ -1,0 +1,349 @@
+"""The optimization loop and its run folder (DESIGN §7).
+
+Each step: cameras -> render -> guidance loss at t = schedule[i] -> Adam. Everything random in a
+step (cameras, light, background, shading, sample jitter, diffusion noise) comes from a generator
+seeded by (seed, step), so a resumed run repeats the steps it would have taken and two schedules
+with the same seed see the same cameras and noise.
+
+Events (backend.protocol dicts) go to `on_event`; logs to the logger and the run's log.txt.
+Artifacts are written atomically; a stop request (cancel, Ctrl-C) ends the loop after the current
+step and still writes the checkpoint, preview and mesh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import protocol
+from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
+from .config import ConfigError, GenerationConfig
+from .field import NeRFField
+from .guidance import View
+from .renderer import RenderSettings, render
+from .run_folder import atomic_path, atomic_write_text
+from .schedule import timesteps
+
+log = logging.getLogger("dreamtime")
+
+MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on; `code` and `hint` travel in the protocol's error event."""
+
+    def __init__(self, code: str, message: str, hint: str = ""):
+        super().__init__(message)
+        self.code, self.hint = code, hint
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda was asked for but no CUDA device is available; use --device cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def resolve_guidance(config: GenerationConfig, device: torch.device) -> str:
+    if config.guidance != "auto":
+        return config.guidance
+    return "sd" if device.type == "cuda" else "analytic"
+
+
+def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
+    """The guidance object for `kind`, on `device`."""
+    if kind == "analytic":
+        from .guidance.analytic import AnalyticGuidance
+        from .schedule import scaled_linear_alphas_cumprod
+        from .target_volumes import TargetSet
+        from .targets import library, load_targets
+
+        if config.background == "learned":
+            raise ConfigError("background", "the analytic prior needs a known background: random, white or black")
+        scale = 1.0 if config.guidance_scale < 0 else config.guidance_scale
+        targets = TargetSet(load_targets(config.prompt, config.targets), device=device)
+        unconditional = TargetSet(library(), device=device) if scale != 1.0 else None
+        alphas_cumprod = torch.tensor(scaled_linear_alphas_cumprod(), dtype=torch.float32, device=device)
+        return AnalyticGuidance(targets, alphas_cumprod, scale, unconditional)
+    raise TrainingError(
+        "guidance_unavailable",
+        "Stable Diffusion guidance is not implemented yet in this build (issue 3).",
+        "Use --guidance analytic (the offline demo prior).",
+    )
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: GenerationConfig,
+        run_dir: str | Path,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        stop: threading.Event | None = None,
+        run_id: str = "run",
+    ):
+        self.config = config.validate()
+        self.run_dir = Path(run_dir)
+        self.on_event = on_event or (lambda event: None)
+        self.stop = stop or threading.Event()
+        self.run_id = run_id
+        self.device = resolve_device(config.device)
+        self.guidance_kind = resolve_guidance(config, self.device)
+        self.metrics: dict[str, Any] = {"step": [], "t": [], "loss": [], "step_s": [], "skipped_steps": []}
+        self.outputs: dict[str, Any] = {"run_dir": str(self.run_dir)}
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, resume: bool) -> int:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "previews").mkdir(exist_ok=True)
+        self._log_handler = logging.FileHandler(self.run_dir / "log.txt", encoding="utf-8")
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(self._log_handler)
+        if not resume:
+            atomic_write_text(self.run_dir / "config.json", cfg.to_json())
+        if self.guidance_kind == "analytic":
+            log.info("guidance: the analytic prior (offline demo): it knows only its primitive shapes and colours")
+        self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
+        encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
+        torch.manual_seed(cfg.seed)
+        self.field = NeRFField(encoding, cfg.hashgrid_implementation, learned_background=cfg.background == "learned").to(self.device)
+        self.optimizer = torch.optim.Adam(
+            [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}],
+            betas=(0.9, 0.99),
+            eps=1e-15,
+        )
+        alphas_cumprod = self.guidance.alphas_cumprod.detach().cpu().numpy()
+        self.schedule = timesteps(
+            cfg.schedule, cfg.steps, cfg.m1, cfg.m2, cfg.s1, cfg.s2, cfg.t_min, cfg.t_max, cfg.seed, alphas_cumprod, cfg.use_w_d
+        )
+        self.ring = evaluation_ring().to(self.device)
+        return self._load_checkpoint() if resume else 0
+
+    # ------------------------------------------------------------------ one step
+    def _step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
+        cfg = self.config
+        shading = "albedo"
+        if step >= cfg.albedo_warmup * cfg.steps:
+            u = float(torch.rand((), generator=generator))
+            shading = "textureless" if u < cfg.textureless_prob else "albedo" if u < cfg.textureless_prob + cfg.albedo_prob else "lambertian"
+        light = light_directions(cameras, generator).to(self.device)
+        backgrounds = {
+            "random": lambda: torch.rand((len(cameras), 3), generator=generator),
+            "white": lambda: torch.ones(len(cameras), 3),
+            "black": lambda: torch.zeros(len(cameras), 3),
+            "learned": lambda: None,
+        }
+        background = backgrounds[cfg.background]()
+        return RenderSettings(shading, light, None if background is None else background.to(self.device))
+
+    def train_step(self, step: int) -> float | None:
+        """One optimization step; returns the loss, or None if the step was skipped (non-finite)."""
+        cfg = self.config
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        cameras = random_cameras(cfg.batch_size, generator).to(self.device)
+        settings = self._step_settings(step, generator, cameras)
+        out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, generator)
+        t = torch.full((cfg.batch_size,), int(self.schedule[step]), dtype=torch.long, device=self.device)
+        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator)
+        losses = self.guidance.losses(out["rgb"], t, view)
+        loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        grads_finite = all(p.grad is None or torch.isfinite(p.grad).all() for group in self.optimizer.param_groups for p in group["params"])
+        if not grads_finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        return float(loss)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train to config.steps (from the checkpoint when resuming), then export. Returns outputs."""
+        started = time.perf_counter()
+        try:
+            start = self._setup(resume)
+            self._loop(start)
+            self._finish(started)
+        finally:
+            if hasattr(self, "_log_handler"):
+                log.removeHandler(self._log_handler)
+                self._log_handler.close()
+        self.on_event(protocol.done(self.run_id, self.outputs))
+        return self.outputs
+
+    def _loop(self, start: int) -> None:
+        cfg = self.config
+        self.last_step = start
+        bad_in_a_row = 0
+        recent: list[float] = []
+        for step in range(start, cfg.steps):
+            if self.stop.is_set():
+                log.info("stop requested at step %d", step)
+                self.outputs["stopped_at"] = step
+                break
+            tick = time.perf_counter()
+            loss = self.train_step(step)
+            elapsed = time.perf_counter() - tick
+            if loss is None:
+                bad_in_a_row += 1
+                self.metrics["skipped_steps"].append(step)
+                log.warning("step %d: non-finite loss or gradient; step skipped, state kept at the last good step", step)
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    self._save_checkpoint(step)
+                    raise TrainingError(
+                        "non_finite",
+                        f"{bad_in_a_row} steps in a row had a non-finite loss (last at step {step}); the run stopped.",
+                        "Outputs so far are kept. Try a lower learning rate or guidance scale.",
+                    )
+            else:
+                bad_in_a_row = 0
+            self.last_step = step + 1
+            t = int(self.schedule[step])
+            recent = (recent + [elapsed])[-50:]
+            eta = (cfg.steps - step - 1) * sum(recent) / len(recent)
+            for key, value in (("step", step), ("t", t), ("loss", loss), ("step_s", round(elapsed, 5))):
+                self.metrics[key].append(value)
+            self.on_event(protocol.progress(self.run_id, step + 1, cfg.steps, t, math.nan if loss is None else loss, eta))
+            if cfg.preview_every and (step + 1) % cfg.preview_every == 0:
+                self.write_preview(step + 1)
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                self._save_checkpoint(step + 1)
+
+    def _finish(self, started: float) -> None:
+        cfg = self.config
+        step = self.last_step
+        self.metrics["train_s"] = time.perf_counter() - started
+        self._save_checkpoint(step)
+        self.write_preview(step)
+        tick = time.perf_counter()
+        paths = self.extract_mesh(cfg.export)
+        self.metrics["mesh_s"] = time.perf_counter() - tick
+        self.outputs.update({f"mesh_{fmt}": str(path) for fmt, path in paths.items()})
+        if self.guidance_kind == "analytic":
+            self.metrics["quality"] = self.evaluate_quality()
+            if self.mesh is not None:
+                self.metrics["mesh"].update(self.mesh_error(self.metrics["quality"]["best_target"]))
+        self.metrics["total_s"] = time.perf_counter() - started
+        self.outputs["metrics"] = str(self._write_metrics())
+        self.outputs["steps_done"] = step
+
+    # ------------------------------------------------------------------ artifacts
+    @torch.no_grad()
+    def render_ring(self, resolution: int | None = None, cameras: Cameras | None = None) -> torch.Tensor:
+        """Evaluation renders (V, H, W, 3): lambertian, the fixed light, white background."""
+        cameras = self.ring if cameras is None else cameras
+        settings = self._eval_settings(cameras)
+        resolution = resolution or self.config.preview_resolution
+        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i)["rgb"]
+                          for i, settings_i in enumerate(self._split(settings, len(cameras)))])
+
+    def _eval_settings(self, cameras: Cameras) -> RenderSettings:
+        return RenderSettings("lambertian", fixed_light(cameras), torch.ones(len(cameras), 3, device=self.device))
+
+    @staticmethod
+    def _split(settings: RenderSettings, n: int) -> list[RenderSettings]:
+        return [RenderSettings(settings.shading, settings.light[i : i + 1], settings.background[i : i + 1], settings.ambient) for i in range(n)]
+
+    def write_preview(self, step: int) -> Path:
+        from PIL import Image
+
+        index = (step // max(self.config.preview_every, 1)) % len(self.ring)
+        image = self.render_ring(cameras=self.ring[index])[0]  # (H, W, 3)
+        pixels = (image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        path = self.run_dir / "previews" / f"step_{step:05d}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(pixels).save(tmp)
+        self.outputs["preview"] = str(path)
+        self.on_event(protocol.preview(self.run_id, step, str(path), pixels.shape[1], pixels.shape[0]))
+        return path
+
+    def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
+        from .mesh import MeshError, export_mesh, extract_mesh
+
+        cfg = self.config
+        self.metrics.setdefault("mesh", {})
+        self.mesh = None
+        try:
+            with torch.no_grad():
+                self.mesh = extract_mesh(self.field.density, self.field.albedo, cfg.mesh_resolution, cfg.extra.get("mesh_threshold", 25.0), device=self.device)
+        except MeshError as exc:
+            log.warning("no mesh: %s", exc)
+            self.on_event(protocol.log("warning", f"no mesh: {exc}"))
+            return {}
+        paths = export_mesh(self.mesh, self.run_dir, formats)
+        self.metrics["mesh"].update({"n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces), "euler": int(self.mesh.euler_number)})
+        first = paths[formats[0]]
+        self.on_event(protocol.mesh(self.run_id, str(first), len(self.mesh.vertices), len(self.mesh.faces)))
+        return paths
+
+    def evaluate_quality(self) -> dict[str, Any]:
+        from .metrics import ring_quality
+
+        resolution = self.config.preview_resolution
+        renders = self.render_ring(resolution)
+        settings = self._eval_settings(self.ring)
+        targets = self.guidance.targets
+        images = targets.render(self.ring, resolution, self.config.samples_per_ray, settings)  # (K, V, H, W, 3)
+        return ring_quality(renders, images, targets.names)
+
+    def mesh_error(self, best_target: int) -> dict[str, Any]:
+        from .mesh import sample_surface
+        from .metrics import relative_chamfer, target_surface_points
+
+        target = self.guidance.targets.targets[best_target]
+        components = self.mesh.split(only_watertight=False)
+        largest = max(components, key=lambda c: len(c.faces))
+        colors = np.asarray(largest.visual.vertex_colors)[:, :3].mean(0) / 255
+        return {
+            "chamfer_rel": relative_chamfer(sample_surface(self.mesh, 20000), target_surface_points(target)),
+            "largest_component_euler": int(largest.euler_number),
+            "largest_component_mean_color": [round(float(c), 4) for c in colors],
+            "target": target.name,
+        }
+
+    def _write_metrics(self) -> Path:
+        path = self.run_dir / "metrics.json"
+        atomic_write_text(path, json.dumps(self.metrics, indent=1, allow_nan=True))
+        return path
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, step: int) -> Path:
+        path = self.run_dir / "checkpoint.pt"
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "step": step,
+            "field": self.field.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "metrics": self.metrics,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        self.outputs["checkpoint"] = str(path)
+        return path
+
+    def _load_checkpoint(self) -> int:
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            raise TrainingError("resume", f"no checkpoint.pt in {self.run_dir}", "Start a new run, or point --resume at a run folder.")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            self.field.load_state_dict(state["field"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+        except Exception as exc:  # a truncated or foreign file: say so, never a traceback
+            raise TrainingError("resume", f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})", "Start a new run.") from None
+        self.metrics.update(state.get("metrics", {}))
+        log.info("resumed from %s at step %d", path, step)
+        return step

@@ -1,0 +1,81 @@
+"""backend/config.py: every validation path names its field; JSON round trip."""
+
+import json
+
+import pytest
+
+from backend.config import CPU_PRESET, ConfigError, GenerationConfig, preset_for
+
+
+def valid(**changes):
+    return GenerationConfig(prompt="a red torus").replace(**changes)
+
+
+def test_defaults_are_valid_and_paper_like():
+    cfg = valid().validate()
+    assert (cfg.m1, cfg.m2, cfg.s1, cfg.s2, cfg.t_min, cfg.t_max) == (800, 500, 300, 100, 20, 980)
+    assert cfg.schedule == "tp"
+
+
+@pytest.mark.parametrize(
+    "changes, field, words",
+    [
+        ({"prompt": ""}, "prompt", "empty"),
+        ({"prompt": "   \t"}, "prompt", "empty"),
+        ({"prompt": "x" * 10_000}, "prompt", "at most"),
+        ({"prompt": "a\x00b"}, "prompt", "NUL"),
+        ({"m1": 400, "m2": 600}, "m2", "<= m1"),
+        ({"s1": 0}, "s1", "> 0"),
+        ({"s2": -5}, "s2", "> 0"),
+        ({"t_min": 500, "t_max": 400}, "t_min", "< t_max"),
+        ({"t_min": 0}, "t_min", "from 1"),
+        ({"t_max": 1000}, "t_max", "to 999"),
+        ({"steps": 0}, "steps", "from 1"),
+        ({"steps": -3}, "steps", "from 1"),
+        ({"steps": 2.5}, "steps", "integer"),
+        ({"seed": -1}, "seed", "from 0"),
+        ({"seed": 2**32}, "seed", "4294967295"),
+        ({"schedule": "cosine"}, "schedule", "tp, uniform, linear"),
+        ({"guidance": "dalle"}, "guidance", "analytic"),
+        ({"guidance_scale": -2.0}, "guidance_scale", "between 0 and 1000"),
+        ({"resolution": 50}, "resolution", "multiple of 8"),
+        ({"resolution": 8}, "resolution", "from 16"),
+        ({"m1": float("nan")}, "m1", "number"),
+        ({"export": ("glb", "fbx")}, "export", "glb, ply, obj"),
+        ({"device": "tpu"}, "device", "cpu, cuda"),
+        ({"albedo_prob": 0.8, "textureless_prob": 0.5}, "albedo_prob", "at most 1"),
+        ({"model": " "}, "model", "hub id"),
+    ],
+)
+def test_bad_values_name_the_field(changes, field, words):
+    with pytest.raises(ConfigError) as info:
+        valid(**changes).validate()
+    assert info.value.field == field
+    assert words in str(info.value)
+    assert str(info.value).startswith(field + ":")
+
+
+def test_unicode_prompt_is_valid():
+    valid(prompt="un tore rouge ✨ 赤いトーラス").validate()
+
+
+def test_json_round_trip():
+    cfg = valid(seed=7, schedule="uniform", export=("glb", "ply")).validate()
+    again = GenerationConfig.from_dict(json.loads(cfg.to_json())).validate()
+    assert again == cfg
+
+
+def test_unknown_field_is_an_error():
+    with pytest.raises(ConfigError, match="unknown config field") as info:
+        GenerationConfig.from_dict({"prompt": "x", "stepz": 3})
+    assert info.value.field == "stepz"
+
+
+def test_export_accepts_comma_string():
+    assert GenerationConfig.from_dict({"prompt": "x", "export": "glb, obj"}).export == ("glb", "obj")
+
+
+def test_cpu_preset_is_valid_and_only_on_cpu():
+    assert preset_for("cuda") == {}
+    valid(**preset_for("cpu")).validate()
+    assert preset_for("cpu") == CPU_PRESET
