@@ -91,7 +91,7 @@ def make_cameras(elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch
 class CameraRanges:
     elevation: tuple[float, float] = (-10.0, 60.0)  # degrees; above the horizon mostly, as objects rest on it
     azimuth: tuple[float, float] = (-180.0, 180.0)  # degrees; all around
-    distance: tuple[float, float] = (2.6, 3.2)  # the object fits in the unit sphere
+    distance: tuple[float, float] = (2.2, 2.7)  # the object fits in a sphere of radius ~0.7
     fov_y: tuple[float, float] = (40.0, 50.0)  # degrees
 
 
@@ -105,7 +105,7 @@ def random_cameras(batch: int, generator: torch.Generator, ranges: CameraRanges 
     return make_cameras(uniform(ranges.elevation), uniform(ranges.azimuth), uniform(ranges.distance), uniform(ranges.fov_y))
 
 
-def evaluation_ring(n_views: int = 8, elevation: float = 25.0, distance: float = 2.9, fov_y: float = 45.0) -> Cameras:
+def evaluation_ring(n_views: int = 8, elevation: float = 25.0, distance: float = 2.4, fov_y: float = 45.0) -> Cameras:
     """The fixed ring of evaluation cameras: n views evenly spaced in azimuth, starting at the front."""
     azimuth = torch.arange(n_views, dtype=torch.float32) * (360.0 / n_views)
     full = lambda value: torch.full((n_views,), float(value))  # noqa: E731

@@ -61,9 +61,12 @@ class GenerationConfig:
     # Field and renderer (DESIGN §6)
     encoding: str = "auto"  # hashgrid | dense (voxel features, fast on CPU) | auto
     hashgrid_implementation: str = "auto"  # tcnn when importable, else torch
+    dense_resolution: int = 96  # voxels per side of the dense encoding
+    mlp_hidden: int = 64  # hidden width of the field's MLP; 0: the encoding stores density and albedo
     resolution: int = 64  # training render size (pixels per side)
     preview_resolution: int = 128  # evaluation render size for previews and metrics
     samples_per_ray: int = 64  # fixed samples per ray inside the bounding sphere
+    scene_radius: float = 0.9  # the object lives inside this sphere; rays are sampled only there
     batch_size: int = 1  # cameras per step
     background: str = "random"  # random colour per step | white | black | learned (network)
     albedo_warmup: float = 0.2  # fraction of steps rendered with albedo only, before shading
@@ -71,6 +74,8 @@ class GenerationConfig:
     albedo_prob: float = 0.25  # after warm-up: chance of an unshaded render; rest lambertian
     lr: float = 1e-2  # Adam learning rate of the encoding
     lr_mlp: float = 1e-3  # Adam learning rate of the MLPs
+    lr_final_ratio: float = 0.1  # learning rates decay exponentially to this share at the last step
+    lambda_tv: float = 0.0  # weight of the voxel grid's total-variation prior (dense encoding)
 
     # Run bookkeeping (DESIGN §7)
     preview_every: int = 50  # steps between preview PNGs
@@ -120,8 +125,11 @@ class GenerationConfig:
             _integer(self, name, 16, 1024)
             if getattr(self, name) % 8:
                 raise ConfigError(name, f"must be a multiple of 8 between 16 and 1024, got {getattr(self, name)}")
+        _integer(self, "dense_resolution", 8, 512)
+        _integer(self, "mlp_hidden", 0, 1024)
         _integer(self, "samples_per_ray", 8, 1024)
         _integer(self, "batch_size", 1, 64)
+        _number(self, "scene_radius", 0.1, 1.0, "must be from 0.1 to 1 (the field's bounding cube is [-1, 1]^3)")
         _choice(self, "background", BACKGROUNDS)
         for name in ("albedo_warmup", "textureless_prob", "albedo_prob"):
             _number(self, name, 0, 1)
@@ -129,6 +137,8 @@ class GenerationConfig:
             raise ConfigError("albedo_prob", "albedo_prob + textureless_prob must be at most 1")
         for name in ("lr", "lr_mlp"):
             _number(self, name, 1e-8, 10, "must be > 0 and at most 10")
+        _number(self, "lr_final_ratio", 1e-4, 1)
+        _number(self, "lambda_tv", 0, 1e9)
         _integer(self, "preview_every", 0, 1_000_000, "must be >= 0 (0: no previews)")
         _integer(self, "checkpoint_every", 0, 1_000_000, "must be >= 0 (0: only at the end)")
         _integer(self, "mesh_resolution", 16, 1024)

@@ -1,7 +1,7 @@
 """Volume rendering inside the bounding sphere, with DreamFusion's shading modes (DESIGN §6).
 
-Anything with `sample(points, need_normals) -> (sigma (N,), albedo (N, 3), normals (N, 3) | None)`
-can be rendered: the NeRF field and the analytic targets go through the same code, so they share
+Anything with `sample(points) -> (sigma (N,), albedo (N, 3))` and `normals(points) -> (M, 3)` can
+be rendered: the NeRF field and the analytic targets go through the same code, so they share
 cameras, samples, background and light.
 
     alpha_i = 1 - exp(-sigma_i * delta)          T_i = prod_{j<i} (1 - alpha_j)
@@ -23,8 +23,15 @@ from .cameras import Cameras
 SHADINGS = ("albedo", "lambertian", "textureless")
 
 
+NORMAL_WEIGHT_THRESHOLD = 1e-4  # samples with a smaller compositing weight are shaded as ambient
+
+
 class Volume(Protocol):
-    def sample(self, points: torch.Tensor, need_normals: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]: ...
+    def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (N,) and albedo (N, 3) at points (N, 3)."""
+
+    def normals(self, points: torch.Tensor) -> torch.Tensor:
+        """Outward unit normals (M, 3) at points (M, 3)."""
 
 
 @dataclass
@@ -67,17 +74,6 @@ def sample_along_rays(
     return points, depths, delta
 
 
-def shade(albedo: torch.Tensor, normals: torch.Tensor | None, light: torch.Tensor | None, settings: RenderSettings) -> torch.Tensor:
-    """Colour (R, S, 3) of each sample from albedo (R, S, 3), normals (R, S, 3), light (R, 1, 3)."""
-    if settings.shading == "albedo":
-        return albedo
-    diffuse = (normals * light).sum(-1, keepdim=True).clamp(min=0)  # (R, S, 1)
-    brightness = settings.ambient + (1 - settings.ambient) * diffuse
-    if settings.shading == "textureless":
-        return brightness.expand_as(albedo)
-    return albedo * brightness
-
-
 def render(
     volume: Volume,
     cameras: Cameras,
@@ -95,23 +91,28 @@ def render(
     origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)  # (R, 3), R = B*H*W
     points, depths, delta = sample_along_rays(origins, dirs, n_samples, radius, generator)  # (R, S, 3), (R, 1)
 
-    need_normals = settings.shading != "albedo"
-    sigma, albedo, normals = volume.sample(points.reshape(-1, 3), need_normals)
+    sigma, albedo = volume.sample(points.reshape(-1, 3))
     sigma = sigma.reshape(-1, n_samples)  # (R, S)
     albedo = albedo.reshape(-1, n_samples, 3)  # (R, S, 3)
-    rays_per_view = height * height
-    light = None
-    if need_normals:
-        normals = normals.reshape(-1, n_samples, 3)
-        light = settings.light.repeat_interleave(rays_per_view, dim=0)[:, None, :]  # (R, 1, 3)
-    colour = shade(albedo, normals, light, settings)  # (R, S, 3)
-
     alpha = 1 - torch.exp(-sigma * delta)  # (R, S)
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-10], dim=-1), dim=-1)[:, :-1]
     weights = alpha * transmittance  # (R, S)
     opacity = weights.sum(-1, keepdim=True)  # (R, 1)
-    rgb = (weights[..., None] * colour).sum(1)  # (R, 3)
     depth = (weights * depths).sum(-1, keepdim=True)  # (R, 1)
+
+    rays_per_view = height * height
+    colour = albedo
+    if settings.shading != "albedo":
+        # Normals only where a sample is seen: they change colours, never weights, and cost most.
+        visible = weights.detach() > NORMAL_WEIGHT_THRESHOLD  # (R, S)
+        light = settings.light.repeat_interleave(rays_per_view, dim=0)[:, None, :].expand(-1, n_samples, -1)  # (R, S, 3)
+        diffuse = torch.zeros_like(sigma)  # (R, S)
+        if visible.any():
+            normals = volume.normals(points[visible])  # (M, 3)
+            diffuse = diffuse.masked_scatter(visible, (normals * light[visible]).sum(-1).clamp(min=0))
+        brightness = (settings.ambient + (1 - settings.ambient) * diffuse)[..., None]  # (R, S, 1)
+        colour = brightness.expand_as(albedo) if settings.shading == "textureless" else albedo * brightness
+    rgb = (weights[..., None] * colour).sum(1)  # (R, 3)
 
     if settings.background is not None:
         background = settings.background.repeat_interleave(rays_per_view, dim=0)  # (R, 3)

@@ -9,9 +9,9 @@ colour share one geometry grid: render it once over black, then tint and composi
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .cameras import Cameras
+from .grid_lookup import grid_lookup
 from .renderer import RenderSettings, normalize, render
 from .targets import Target
 
@@ -35,16 +35,16 @@ class TargetVolume:
         # grid_sample reads (x, y, z) coordinates as (W, H, D) indices: store as (C, Z, Y, X).
         self.grid = torch.cat(channels, dim=0).permute(0, 3, 2, 1).contiguous()[None]  # (1, C, Z, Y, X)
 
-    def sample(self, points: torch.Tensor, need_normals: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        coords = (points / self.bound).reshape(1, -1, 1, 1, 3)  # (1, N, 1, 1, 3) in [-1, 1]
-        values = F.grid_sample(self.grid, coords, mode="bilinear", padding_mode="border", align_corners=True)
-        values = values.reshape(self.grid.shape[1], -1).T  # (N, C)
-        sigma = values[:, 0]
+    def _lookup(self, points: torch.Tensor) -> torch.Tensor:
+        return grid_lookup(self.grid, points / self.bound)  # (N, C)
+
+    def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values = self._lookup(points)
         albedo = torch.ones_like(values[:, 1:4]) if self.single_color else values[:, 4:7]
-        normals = None
-        if need_normals:
-            normals = normalize(values[:, 1:4])
-        return sigma, albedo, normals
+        return values[:, 0], albedo
+
+    def normals(self, points: torch.Tensor) -> torch.Tensor:
+        return normalize(self._lookup(points)[:, 1:4])
 
 
 class TargetSet:
@@ -69,7 +69,7 @@ class TargetSet:
         return len(self.targets)
 
     @torch.no_grad()
-    def render(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings) -> torch.Tensor:
+    def render(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings, radius: float = 1.0) -> torch.Tensor:
         """Images (K, B, H, W, 3) of every target at the cameras, shading and background given.
 
         Rendered at the sample midpoints (no jitter), each shared geometry once, over black; then
@@ -80,7 +80,7 @@ class TargetSet:
         for target, key in zip(self.targets, self.geometry_of):
             if key not in cache:
                 plain = RenderSettings(settings.shading, settings.light, torch.zeros_like(settings.background), settings.ambient)
-                cache[key] = render(self.volumes[key], cameras, resolution, n_samples, plain)
+                cache[key] = render(self.volumes[key], cameras, resolution, n_samples, plain, radius=radius)
             out = cache[key]
             rgb = out["rgb"]  # (B, H, W, 3) composited over black, albedo 1 for single-colour targets
             if target.single_color is not None and settings.shading != "textureless":

@@ -116,7 +116,10 @@ class Trainer:
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)
-        self.field = NeRFField(encoding, cfg.hashgrid_implementation, learned_background=cfg.background == "learned").to(self.device)
+        encoding_kwargs = {"resolution": cfg.dense_resolution} if encoding == "dense" else {}
+        self.field = NeRFField(
+            encoding, cfg.hashgrid_implementation, cfg.mlp_hidden, learned_background=cfg.background == "learned", encoding_kwargs=encoding_kwargs
+        ).to(self.device)
         self.optimizer = torch.optim.Adam(
             [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}],
             betas=(0.9, 0.99),
@@ -152,11 +155,16 @@ class Trainer:
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         cameras = random_cameras(cfg.batch_size, generator).to(self.device)
         settings = self._step_settings(step, generator, cameras)
-        out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, generator)
+        out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, generator, cfg.scene_radius)
         t = torch.full((cfg.batch_size,), int(self.schedule[step]), dtype=torch.long, device=self.device)
-        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator)
+        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
         losses = self.guidance.losses(out["rgb"], t, view)
+        if cfg.lambda_tv > 0:
+            losses["tv"] = cfg.lambda_tv * self.field.total_variation()
         loss = sum(losses.values())
+        decay = cfg.lr_final_ratio ** (step / max(cfg.steps - 1, 1))
+        for group, base in zip(self.optimizer.param_groups, (cfg.lr, cfg.lr_mlp)):
+            group["lr"] = base * decay
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return None
@@ -166,7 +174,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -246,7 +254,7 @@ class Trainer:
         cameras = self.ring if cameras is None else cameras
         settings = self._eval_settings(cameras)
         resolution = resolution or self.config.preview_resolution
-        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i)["rgb"]
+        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i, radius=self.config.scene_radius)["rgb"]
                           for i, settings_i in enumerate(self._split(settings, len(cameras)))])
 
     def _eval_settings(self, cameras: Cameras) -> RenderSettings:
@@ -295,7 +303,7 @@ class Trainer:
         renders = self.render_ring(resolution)
         settings = self._eval_settings(self.ring)
         targets = self.guidance.targets
-        images = targets.render(self.ring, resolution, self.config.samples_per_ray, settings)  # (K, V, H, W, 3)
+        images = targets.render(self.ring, resolution, self.config.samples_per_ray, settings, self.config.scene_radius)  # (K, V, H, W, 3)
         return ring_quality(renders, images, targets.names)
 
     def mesh_error(self, best_target: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class View:
     resolution: int  # render size in pixels
     n_samples: int  # samples per ray
     generator: torch.Generator  # the diffusion noise of this step
+    radius: float = 1.0  # rays were sampled inside this sphere
 
 
 def sds_latent_target_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

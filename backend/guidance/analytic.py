@@ -45,7 +45,7 @@ class AnalyticGuidance:
         self.last_responsibilities: torch.Tensor | None = None  # (B, K) of the last step, for logs
 
     def _images(self, targets: TargetSet, view: View) -> torch.Tensor:
-        images = targets.render(view.cameras, view.resolution, view.n_samples, view.settings)  # (K, B, H, W, 3)
+        images = targets.render(view.cameras, view.resolution, view.n_samples, view.settings, view.radius)  # (K, B, H, W, 3)
         return (images * 2 - 1).flatten(2)  # (K, B, D) in [-1, 1]
 
     def eps_hat(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, view: View) -> torch.Tensor:

@@ -1,0 +1,110 @@
+"""backend/targets.py and target_volumes.py: the prompt vocabulary, JSON files, SDFs, voxel renders."""
+
+import json
+
+import pytest
+import torch
+
+from backend.cameras import evaluation_ring
+from backend.renderer import RenderSettings
+from backend.target_volumes import TargetSet
+from backend.targets import COLORS, SHAPES, TargetError, library, load_targets, targets_from_file, targets_from_prompt
+
+
+def test_a_colour_and_a_shape_is_one_target():
+    (target,) = targets_from_prompt("a red torus")
+    assert target.name == "red torus" and target.single_color == COLORS["red"]
+
+
+def test_a_shape_alone_is_every_colour():
+    targets = targets_from_prompt("A Torus!")
+    assert [t.name for t in targets] == [f"{c} torus" for c in COLORS]
+
+
+def test_alternatives_and_synonyms():
+    names = [t.name for t in targets_from_prompt("a red donut or a blue box")]
+    assert names == ["red torus", "blue cube"]
+
+
+def test_required_vocabulary():
+    assert {"sphere", "cube", "torus", "cone", "cylinder", "capsule"} <= set(SHAPES)
+    assert {"red", "orange", "yellow", "green", "blue", "purple", "white", "black"} <= set(COLORS)
+    assert len(library()) == len(SHAPES) * len(COLORS)
+
+
+def test_unknown_words_list_what_is_known():
+    with pytest.raises(TargetError) as info:
+        targets_from_prompt("a majestic red dragon")
+    message = str(info.value)
+    assert "'dragon'" in message and "'majestic'" in message
+    assert "torus" in message and "purple" in message and "--guidance sd" in message
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_sdf_sign_and_surface(shape):
+    sdf = SHAPES[shape]
+    assert sdf(torch.zeros(1, 3)) < 0 or shape == "torus"
+    assert sdf(torch.tensor([[0.95, 0.95, 0.95]])) > 0
+    # the shape fits in the renderer's sphere of radius 0.9 with room to spare
+    points = torch.rand(20000, 3) * 2 - 1
+    inside = points[sdf(points) < 0]
+    assert inside.norm(dim=-1).max() < 0.75
+
+
+def test_torus_and_cone_distances_are_exact_on_known_points():
+    torus = SHAPES["torus"]
+    assert torus(torch.tensor([[0.45, 0.0, 0.0]])) == pytest.approx(-0.18)
+    assert torus(torch.tensor([[0.0, 0.0, 0.0]])) == pytest.approx(0.45 - 0.18)
+    cone = SHAPES["cone"]
+    assert cone(torch.tensor([[0.0, 0.0, 0.7]])) == pytest.approx(0.2, abs=1e-6)  # above the apex
+    assert cone(torch.tensor([[0.0, 0.0, -0.6]])) == pytest.approx(0.1, abs=1e-6)  # below the base
+    assert cone(torch.tensor([[0.0, 0.0, -0.45]])) == pytest.approx(-0.05, abs=1e-6)  # just above the base
+
+
+def test_targets_file(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"targets": [
+        {"name": "cone up", "parts": [{"shape": "cone", "color": "red"}]},
+        {"name": "cone down", "weight": 2, "parts": [{"shape": "cone", "color": [0, 0, 1], "rotation": [180, 0, 0]}]},
+        {"name": "mug", "parts": [{"shape": "cylinder", "color": "white", "scale": [0.8, 0.8, 1]},
+                                  {"shape": "torus", "color": "red", "center": [0.45, 0, 0], "rotation": [90, 0, 0], "scale": 0.5}]},
+    ]}))
+    targets = load_targets("ignored", str(path))
+    assert [t.name for t in targets] == ["cone up", "cone down", "mug"]
+    up, down = targets[0], targets[1]
+    upper_rim = torch.tensor([[0.3, 0.0, 0.3]])  # wide part of the downward cone only
+    assert down.sdf_and_albedo(upper_rim)[0] < 0 < up.sdf_and_albedo(upper_rim)[0]
+    assert targets[2].single_color is None
+    assert torch.allclose(targets[2].sdf_and_albedo(torch.tensor([[0.67, 0.0, 0.0]]))[1], torch.tensor([COLORS["red"]]))
+
+
+@pytest.mark.parametrize("content, words", [
+    ("not json", "not readable JSON"),
+    ('{"targets": []}', "at least one"),
+    ('{"targets": [{"parts": [{"shape": "pyramid"}]}]}', "shape"),
+    ('{"targets": [{"parts": [{"shape": "cube", "color": "teal"}]}]}', "color"),
+    ('{"targets": [{"parts": [{"shape": "cube", "scale": [1, 0, 1]}]}]}', "scales positive"),
+    ('{"targets": [{"weight": -1, "parts": [{"shape": "cube"}]}]}', "weight"),
+])
+def test_bad_targets_files(tmp_path, content, words):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(TargetError, match=words):
+        targets_from_file(path)
+
+
+def test_missing_targets_file():
+    with pytest.raises(TargetError, match="does not exist"):
+        targets_from_file("/nonexistent/targets.json")
+
+
+def test_colour_variants_share_one_voxel_grid_and_render_in_their_colours():
+    targets = TargetSet(targets_from_prompt("a sphere"), resolution=64)
+    assert len(targets) == len(COLORS) and len(targets.volumes) == 1
+    ring = evaluation_ring(2)
+    settings = RenderSettings("albedo", background=torch.ones(2, 3))
+    images = targets.render(ring, 32, 64, settings, radius=0.9)  # (K, V, H, W, 3)
+    assert images.shape == (len(COLORS), 2, 32, 32, 3)
+    for k, colour in enumerate(COLORS.values()):
+        assert torch.allclose(images[k, 0, 16, 16], torch.tensor(colour), atol=0.02)
+        assert torch.allclose(images[k, 0, 0, 0], torch.ones(3))  # white background in the corner
