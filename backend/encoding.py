@@ -10,10 +10,12 @@ a plain trilinear voxel grid, much cheaper on CPU. `make_encoding` picks one fro
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .grid_lookup import grid_lookup
 
 ENCODING_KINDS = ("hashgrid", "dense")
 IMPLEMENTATIONS = ("auto", "torch", "tcnn")
@@ -51,6 +53,13 @@ def _level_layout(n_levels, log2_hashmap_size, base_resolution, per_level_scale)
         levels.append((float(scale), resolution, size, offset, resolution**3 > size))
         offset += size
     return levels
+
+
+def _over_corners(per_axis, combine):
+    """(..., 3, 2) per-axis terms -> (..., 8) over the corners c = b0 + 2*b1 + 4*b2 (tcnn's order)."""
+    a0, a1, a2 = per_axis.unbind(-2)  # (..., 2) each: lower, upper vertex along that axis
+    pairs = combine(a0[..., None, None, :], a1[..., None, :, None])  # (..., 1, 2, 2)
+    return combine(pairs, a2[..., :, None, None]).flatten(-3)  # (..., 8)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -102,7 +111,6 @@ class HashGridEncoding(torch.nn.Module):
 
         Index terms and weights are computed per axis, (N, L, 3, 2), and combined over the
         8 corners by broadcasting: XOR for the hash, sum for dense indexing, product for weights.
-        Corner c = b0 + 2*b1 + 4*b2 as in tcnn, so axis 0 varies fastest.
         """
         device = x.device
         scale = torch.tensor([lv[0] for lv in levels], dtype=torch.float64, device=device)
@@ -114,22 +122,21 @@ class HashGridEncoding(torch.nn.Module):
         frac = pos - pos_grid  # (N, L, 3)
         corner = pos_grid.long()[..., None] + torch.arange(2, device=device)  # (N, L, 3, 2)
         if hashed:
-            # Hashed tables hold 2^k rows: "uint32 hash % size" is "& (size - 1)" of each term.
+            # Hashed tables hold 2^k rows, k <= 32, and XOR works bit by bit: "uint32 hash % size"
+            # is the XOR of each term & (size - 1).
             term = (corner * torch.tensor(PRIMES, device=device)[:, None]) & (size - 1)  # (N, L, 3, 2)
-            index = term[..., 0, None, None, :] ^ term[..., 1, None, :, None] ^ term[..., 2, :, None, None]
-            index = index.view(*pos.shape[:2], 8) + offset[..., 0]  # (N, L, 8)
+            index = _over_corners(term, operator.xor) + offset[..., 0]  # (N, L, 8)
         else:
             res = torch.tensor([lv[1] for lv in levels], device=device)[:, None]  # (L, 1)
             stride = torch.stack([torch.ones_like(res), res, res * res], dim=1)  # (L, 3, 1)
+            # The level's offset rides on the x term, so the sum over corners already includes it.
             term = corner * stride + torch.tensor([1, 0, 0], device=device)[:, None] * offset
-            index = term[..., 0, None, None, :] + term[..., 1, None, :, None] + term[..., 2, :, None, None]
-            index = index.view(*pos.shape[:2], 8)  # (N, L, 8)
+            index = _over_corners(term, operator.add)  # (N, L, 8)
             # Corners reach `resolution` on the x = 1 faces, so index - offset < 2 * size: wrap once.
             end = (offset + size)[..., 0]  # (L, 1)
             index = torch.where(index >= end, index - size[..., 0], index)
         weight = torch.stack([1 - frac, frac], dim=-1)  # (N, L, 3, 2)
-        weight = weight[..., 0, None, None, :] * weight[..., 1, None, :, None] * weight[..., 2, :, None, None]
-        return index, weight.view(*pos.shape[:2], 8)  # (N, L, 8), (N, L, 8)
+        return index, _over_corners(weight, operator.mul)  # (N, L, 8), (N, L, 8)
 
     def _interpolate(self, index, weight):
         """sum_c weight_c * table[index_c]: (N, L, 8) rows and weights -> (N, L, F) features."""
@@ -200,7 +207,8 @@ class DenseGridEncoding(torch.nn.Module):
     """A learnable R^3 grid of F features, trilinearly interpolated (a DVGO/Plenoxels-style voxel
     grid; Sun et al. 2022). Vertex (i, j, k) sits at x = (i, j, k) / (R - 1).
 
-    grid_sample reads a sample point's last dim as (x, y, z) -> (W, H, D): x[..., 0] moves along
+    Read with grid_sample (align_corners=True, through `grid_lookup`, which spreads it over the CPU
+    cores). grid_sample reads a point's last dim as (x, y, z) -> (W, H, D): x[..., 0] moves along
     the last grid axis, so grid[0, :, k, j, i] is the feature at vertex (i, j, k).
     """
 
@@ -214,12 +222,8 @@ class DenseGridEncoding(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        sample = x.to(self.grid.dtype).clamp(0.0, 1.0) * 2 - 1  # (N, 3) in [-1, 1]
-        out = F.grid_sample(
-            self.grid, sample.view(1, n, 1, 1, 3), mode="bilinear", align_corners=True
-        )  # (1, F, N, 1, 1)
-        return out.view(self.n_output_dims, n).t()  # (N, F)
+        coords = x.to(self.grid.dtype).clamp(0.0, 1.0) * 2 - 1  # (N, 3) in [-1, 1]
+        return grid_lookup(self.grid, coords)  # (N, F)
 
 
 def tcnn_available() -> bool:
@@ -238,12 +242,11 @@ def make_encoding(kind: str, implementation: str = "auto", **kwargs) -> torch.nn
     torch; "tcnn" insists on tcnn. The dense grid has only the torch implementation.
     """
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"encoding implementation: unknown {implementation!r}; choose one of {', '.join(IMPLEMENTATIONS)}"
-        )
+        options = ", ".join(IMPLEMENTATIONS)
+        raise ValueError(f"encoding implementation: unknown {implementation!r}; choose one of {options}")
     if kind == "dense":
         if implementation == "tcnn":
-            raise ValueError("encoding implementation: 'dense' has no tcnn version; use 'auto' or 'torch'")
+            raise ValueError("encoding implementation: 'dense' has no tcnn version; use auto or torch")
         return DenseGridEncoding(**kwargs)
     if kind == "hashgrid":
         if implementation == "auto":

@@ -16,12 +16,14 @@ from backend.encoding import (
 
 # Level 0: scale 3, 4^3 = 64 vertices fit the 2^6 table (dense). Level 1: scale 7, 8^3 > 2^6 (hashed).
 TINY = dict(n_levels=2, n_features_per_level=2, log2_hashmap_size=6, base_resolution=4, per_level_scale=2.0)
-DEFAULT = dict(n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16, per_level_scale=1.447269237440378)
+DEFAULT = dict(
+    n_levels=16, n_features_per_level=2, log2_hashmap_size=19, base_resolution=16, per_level_scale=1.447269237440378
+)
 PRIMES = (1, 2654435761, 805459861)
 
 
 def reference_hashgrid(table, x, n_levels, n_features_per_level, log2_hashmap_size, base_resolution, per_level_scale):
-    """Instant-NGP one point, one level, one corner at a time, with Python ints (the tcnn recipe)."""
+    """Instant-NGP one point, one level, one corner at a time, in Python ints (tcnn's recipe)."""
     table = table.detach().double().numpy()
     out = np.zeros((len(x), n_levels * n_features_per_level))
     offset = 0
@@ -62,6 +64,7 @@ def test_hashgrid_shape_and_dtype():
     y = encoding(torch.rand(100, 3))
     assert encoding.n_output_dims == 32
     assert y.shape == (100, 32) and y.dtype == torch.float32
+    assert encoding(torch.empty(0, 3)).shape == (0, 32)
     assert encoding.embeddings.abs().max() <= 1e-4
 
 
@@ -70,6 +73,7 @@ def test_dense_shape_and_dtype():
     y = encoding(torch.rand(100, 3))
     assert encoding.n_output_dims == 8
     assert y.shape == (100, 8) and y.dtype == torch.float32
+    assert encoding(torch.empty(0, 3)).shape == (0, 8)
 
 
 @pytest.mark.parametrize("encoding", [HashGridEncoding(**TINY), DenseGridEncoding(resolution=5, n_features=3)])
@@ -150,7 +154,7 @@ def test_dense_reproduces_a_linear_field():
     k, j, i = torch.meshgrid(*[torch.arange(resolution, dtype=torch.float32)] * 3, indexing="ij")
     with torch.no_grad():
         encoding.grid[0, 0] = 1.0 * i + 10.0 * j + 100.0 * k
-    x = torch.rand(50, 3)
+    x = torch.rand(5001, 3)  # enough points for grid_lookup to split them over the threads
     expected = (x * (resolution - 1)) @ torch.tensor([1.0, 10.0, 100.0])
     torch.testing.assert_close(encoding(x)[:, 0], expected, rtol=1e-5, atol=1e-4)
 
