@@ -89,7 +89,7 @@ def make_cameras(elevation: torch.Tensor, azimuth: torch.Tensor, distance: torch
 
 @dataclass
 class CameraRanges:
-    elevation: tuple[float, float] = (-10.0, 60.0)  # degrees; above the horizon mostly, as objects rest on it
+    elevation: tuple[float, float] = (-10.0, 80.0)  # degrees; mostly above: overhead views show holes
     azimuth: tuple[float, float] = (-180.0, 180.0)  # degrees; all around
     distance: tuple[float, float] = (2.2, 2.7)  # the object fits in a sphere of radius ~0.7
     fov_y: tuple[float, float] = (40.0, 50.0)  # degrees

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.epilog = "options: " + " ".join("--" + n.replace("_", "-") for n in CONFIG_FLAGS)
 
+    commands.add_parser("serve", help="the add-on's backend: protocol JSON lines on stdin/stdout")
+
     sched = commands.add_parser("schedule", help="print t(i) of a timestep schedule")
     sched.add_argument("--kind", default="tp")
     sched.add_argument("--steps", type=int, required=True)
@@ -50,6 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("--seed", type=int, default=0)
     sched.add_argument("--no-wd", action="store_true")
     sched.add_argument("--json", action="store_true", help="one JSON object (the default output format)")
+
+    make = commands.add_parser("make-model", help="write a random-weight Stable Diffusion folder (tests, GPU timing)")
+    make.add_argument("--shape", default="tiny", choices=("tiny", "sd21-base"), help="tiny: ~1M-parameter UNet; sd21-base: SD 2.1-base shapes")
+    make.add_argument("--out", required=True, help="folder to write (new or empty)")
+    make.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    make.add_argument("--force", action="store_true", help="replace a non-empty --out")
+
+    bench = commands.add_parser("bench", help="measurements (DESIGN §10)").add_subparsers(dest="bench", required=True)
+    step = bench.add_parser("step", help="time a training step and its floor (the guidance alone); prints JSON")
+    step.add_argument("--guidance", default="auto", choices=("auto", "analytic", "sd"), help="auto: sd with CUDA, else analytic")
+    step.add_argument("--model", help="sd: hub id or local diffusers folder")
+    step.add_argument("--prompt", default="a red cube")
+    step.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    step.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
+    step.add_argument("--steps", type=int, default=10, help="timed steps K, after the warm-up")
+    step.add_argument("--warmup", type=int, default=3)
+    step.add_argument("--resolution", type=int, default=64, help="training render size")
+    step.add_argument("--encoding", help="hashgrid | dense (default: the device's preset)")
+    step.add_argument("--samples-per-ray", type=int)
+    step.add_argument("--batch-size", type=int, default=1)
+    step.add_argument("--low-vram", action="store_true", help="sd: attention slicing, VAE checkpointing")
     return parser
 
 
@@ -69,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
 
 def run_generate(args: argparse.Namespace) -> int:
     from .run_folder import new_run_dir
-    from .trainer import Trainer, TrainingError
+    from .trainer import Trainer, TrainingError, preflight
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -79,6 +102,7 @@ def run_generate(args: argparse.Namespace) -> int:
             return fail(f"cannot resume {run_dir}: no readable config.json ({exc})", 2)
     else:
         config = config_from_args(args)
+        preflight(config)
         run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
@@ -125,6 +149,25 @@ def run_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import main as serve
+
+    return serve()
+
+
+def run_make_model(args: argparse.Namespace) -> int:
+    from .make_model import make_model
+
+    print(make_model(args.shape, args.out, args.seed, args.force))
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from . import bench_step
+
+    return {"step": bench_step.run}[args.bench](args)
+
+
 def fail(message: str, status: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return status
@@ -133,7 +176,7 @@ def fail(message: str, status: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    handlers = {"generate": run_generate, "schedule": run_schedule}
+    handlers = {"generate": run_generate, "schedule": run_schedule, "serve": run_serve, "make-model": run_make_model, "bench": run_bench}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

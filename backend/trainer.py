@@ -60,6 +60,16 @@ def resolve_guidance(config: GenerationConfig, device: torch.device) -> str:
     return "sd" if device.type == "cuda" else "analytic"
 
 
+def preflight(config: GenerationConfig) -> None:
+    """Cheap checks that need no model or grid: run them before making a run folder."""
+    config.validate()
+    kind = resolve_guidance(config, resolve_device(config.device))
+    if kind == "analytic":
+        from .targets import load_targets
+
+        load_targets(config.prompt, config.targets)  # raises TargetError naming unknown words
+
+
 def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
     """The guidance object for `kind`, on `device`."""
     if kind == "analytic":
@@ -75,11 +85,9 @@ def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
         unconditional = TargetSet(library(), device=device) if scale != 1.0 else None
         alphas_cumprod = torch.tensor(scaled_linear_alphas_cumprod(), dtype=torch.float32, device=device)
         return AnalyticGuidance(targets, alphas_cumprod, scale, unconditional)
-    raise TrainingError(
-        "guidance_unavailable",
-        "Stable Diffusion guidance is not implemented yet in this build (issue 3).",
-        "Use --guidance analytic (the offline demo prior).",
-    )
+    from .guidance.stable_diffusion import build_sd_guidance
+
+    return build_sd_guidance(config, device)
 
 
 class Trainer:
@@ -109,10 +117,13 @@ class Trainer:
         self._log_handler = logging.FileHandler(self.run_dir / "log.txt", encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(self._log_handler)
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)
         if not resume:
             atomic_write_text(self.run_dir / "config.json", cfg.to_json())
         if self.guidance_kind == "analytic":
-            log.info("guidance: the analytic prior (offline demo): it knows only its primitive shapes and colours")
+            log.info("guidance: the analytic prior, an offline demo prior: it knows only its primitive shapes and colours")
+        log.info("run folder %s; device %s; guidance %s; schedule %s", self.run_dir, self.device, self.guidance_kind, cfg.schedule)
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)
@@ -208,8 +219,10 @@ class Trainer:
                 bad_in_a_row += 1
                 self.metrics["skipped_steps"].append(step)
                 log.warning("step %d: non-finite loss or gradient; step skipped, state kept at the last good step", step)
-                if bad_in_a_row >= MAX_BAD_STEPS:
+                if bad_in_a_row >= MAX_BAD_STEPS:  # keep what the last good state gives
                     self._save_checkpoint(step)
+                    self.write_preview(step)
+                    self._write_metrics()
                     raise TrainingError(
                         "non_finite",
                         f"{bad_in_a_row} steps in a row had a non-finite loss (last at step {step}); the run stopped.",

@@ -37,7 +37,7 @@ def test_random_cameras_are_seeded_and_in_range():
     a = random_cameras(64, torch.Generator().manual_seed(1))
     b = random_cameras(64, torch.Generator().manual_seed(1))
     assert torch.equal(a.c2w, b.c2w)
-    assert a.elevation.min() >= -10 and a.elevation.max() <= 60
+    assert a.elevation.min() >= -10 and a.elevation.max() <= 80
     assert torch.allclose(a.position.norm(dim=-1), a.distance, atol=1e-5)
 
 

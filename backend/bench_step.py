@@ -1,0 +1,133 @@
+"""`python -m backend bench step`: the cost of one training step against its floor (DESIGN §10).
+
+In one run, after warm-up, K times in turn:
+  step  = Trainer.train_step: cameras, render, guidance loss, backward through field, Adam;
+  floor = the guidance's own work alone, on a fixed render tensor that needs a gradient:
+          `guidance.losses(rgb, t, view)` and its backward. For `sd` that is resize, VAE encode
+          forward and backward at the model's input size (512² for SD), the UNet on the 2B batch
+          [uncond, cond] and CFG, in the run's dtype; for `analytic` it is the targets' render and
+          the exact score.
+ratio = step / floor (medians) is what the field, renderer and bookkeeping add on top of work no
+implementation can avoid. Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from .cameras import random_cameras
+from .config import GenerationConfig, preset_for
+from .guidance import View
+
+FLOORS = {
+    "sd": "guidance.losses + backward on a fixed render: resize, VAE encode forward/backward, UNet on [uncond, cond] (2B), CFG",
+    "analytic": "guidance.losses + backward on a fixed render: the targets' render and the exact score (no network)",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device) -> float:
+    _sync(device)
+    tick = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - tick) * 1000.0
+
+
+def floor_step(trainer, step: int) -> None:
+    """The guidance's work of training step `step`, on a random render leaf instead of the field's."""
+    cfg, device = trainer.config, trainer.device
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    cameras = random_cameras(cfg.batch_size, generator).to(device)
+    settings = trainer._step_settings(step, generator, cameras)
+    rgb = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 3), generator=generator).to(device).requires_grad_(True)  # (B, H, W, 3)
+    t = torch.full((cfg.batch_size,), int(trainer.schedule[step]), dtype=torch.long, device=device)
+    view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
+    sum(trainer.guidance.losses(rgb, t, view).values()).backward()
+
+
+def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
+    """Time `steps` training steps and their floors (after `warmup` of each) on a throwaway run folder."""
+    from .trainer import Trainer, log as trainer_log
+
+    config = config.replace(steps=warmup + steps, preview_every=0, checkpoint_every=0).validate()
+    with tempfile.TemporaryDirectory(prefix="dreamtime-bench-") as run_dir:
+        trainer = Trainer(config, run_dir)
+        try:
+            trainer._setup(resume=False)
+            device = trainer.device
+            for step in range(warmup):
+                trainer.train_step(step)
+                floor_step(trainer, step)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            step_ms, floor_ms = [], []
+            for step in range(warmup, warmup + steps):  # interleaved, so both see the same machine load
+                step_ms.append(_timed(lambda: trainer.train_step(step), device))
+                floor_ms.append(_timed(lambda: floor_step(trainer, step), device))
+        finally:
+            if hasattr(trainer, "_log_handler"):
+                trainer_log.removeHandler(trainer._log_handler)
+                trainer._log_handler.close()
+        guidance = trainer.guidance
+        if device.type == "cuda":
+            peak_mb, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+            device_name = torch.cuda.get_device_name(device)
+        else:  # Linux reports ru_maxrss in KiB
+            peak_mb, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_max_rss"
+            device_name = f"cpu ({torch.get_num_threads()} threads)"
+    step_median, floor_median = statistics.median(step_ms), statistics.median(floor_ms)
+    result = {
+        "device": device_name,
+        "guidance": trainer.guidance_kind,
+        "model": config.model if trainer.guidance_kind == "sd" else None,
+        "dtype": str(getattr(guidance, "dtype", torch.float32)).removeprefix("torch."),
+        "resolution": config.resolution,
+        "guidance_input": getattr(guidance, "image_size", config.resolution),  # pixels per side the VAE sees
+        "batch_size": config.batch_size,
+        "encoding": config.encoding,
+        "samples_per_ray": config.samples_per_ray,
+        "steps": steps,
+        "warmup": warmup,
+        "step_ms": round(step_median, 3),
+        "floor_ms": round(floor_median, 3),
+        "ratio": round(step_median / floor_median, 4),
+        "step_ms_mean": round(statistics.fmean(step_ms), 3),
+        "floor_ms_mean": round(statistics.fmean(floor_ms), 3),
+        "peak_mem_mb": round(peak_mb, 1),
+        "peak_mem_kind": peak_kind,
+        "floor": FLOORS[trainer.guidance_kind],
+    }
+    return result
+
+
+# ---------------------------------------------------------------------- command line
+def run(args) -> int:
+    """`python -m backend bench step` (flags defined in cli.py): prints the JSON result on stdout."""
+    from .trainer import TrainingError, resolve_device
+
+    if args.steps < 1 or args.warmup < 0:
+        raise ValueError(f"steps: must be >= 1 and warmup >= 0, got {args.steps} and {args.warmup}")
+    device = resolve_device(args.device)
+    values = {**preset_for(device.type), "prompt": args.prompt, "guidance": args.guidance, "device": args.device}
+    values.update({"precision": args.precision, "resolution": args.resolution, "batch_size": args.batch_size, "low_vram": args.low_vram})
+    values.update({name: getattr(args, name) for name in ("model", "encoding", "samples_per_ray") if getattr(args, name) is not None})
+    try:
+        result = bench_step(GenerationConfig.from_dict(values).validate(), args.steps, args.warmup)
+    except TrainingError as exc:
+        print(f"error: {exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,317 @@
+"""Stable Diffusion guidance through diffusers: score distillation as DreamFusion does it (DESIGN §5).
+
+For a render x (B, H, W, 3) in [0, 1] and a timestep t:
+
+    z     = VAE.encode(resize(2x - 1, S x S)) * scaling_factor     S = UNet sample size * VAE factor (512)
+    z_t   = sqrt(abar_t) z + sqrt(1 - abar_t) eps                   eps ~ N(0, I)
+    eps_u, eps_c = UNet([z_t, z_t], t, [negative prompt, prompt + ", <view> view"])    one batch of 2B
+    eps_hat = eps_u + s (eps_c - eps_u)                             classifier-free guidance, s = 100
+    g     = w(t) (eps_hat - eps),  w(t) = 1 - abar_t                (Poole et al. 2022, Eq. 3)
+
+and g reaches z through the latent-target loss 0.5 ||z - sg(z - g)||^2, so the VAE encoder and the
+renderer carry it back to the field. The scheduler's `alphas_cumprod` is the one table behind
+w(t) and behind the TP-SDS schedule's W_d.
+
+Loading: a local folder is read with `local_files_only=True`; a hub id is looked up in the local
+Hugging Face cache first and downloaded (once) only when it is not there. Every failure — missing
+folder, wrong layout, no network, unreadable weights — ends in one `TrainingError(code, message,
+hint)` from backend.trainer, never a stack trace.
+
+On CUDA the UNet and VAE run in fp16 (precision "auto"), channels-last, with PyTorch's
+scaled-dot-product attention. The text encoder runs once, for the five prompts (four view
+directions and the negative prompt), and is then dropped; the VAE decoder is never loaded onto
+the device (SDS only encodes). `low_vram` adds, for small cards: the text encoder runs on the CPU
+in fp32, the UNet's attention is sliced (diffusers' `set_attention_slice("auto")`), and the VAE
+encoder recomputes its activations in the backward pass (gradient checkpointing) instead of
+keeping them. diffusers' `enable_model_cpu_offload` is not used: it needs `accelerate`, and SDS
+runs both UNet and VAE every step, so whole-model offload would move ~1.7 GB across PCIe per step.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..cameras import Cameras
+from . import View, classifier_free_guidance, sds_latent_target_loss
+
+log = logging.getLogger("dreamtime")
+
+DEFAULT_GUIDANCE_SCALE = 100.0  # DreamFusion-style SDS needs a far larger CFG scale than sampling does
+VIEW_DIRECTIONS = ("front", "side", "back", "overhead")
+OVERHEAD_ELEVATION = 60.0  # degrees; above it the view is "overhead" (DreamFusion)
+FRONT_AZIMUTH = 45.0  # |azimuth| below it: "front"
+BACK_AZIMUTH = 135.0  # |azimuth| above it: "back"; in between: "side"
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+LAYOUT_HINT = (
+    "Point --model at a diffusers Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, "
+    "tokenizer/, scheduler/: what save_pretrained or `python -m backend make-model` writes) or a hub id."
+)
+
+
+# ---------------------------------------------------------------------- view-dependent prompts
+def view_suffix(elevation_deg: float, azimuth_deg: float) -> str:
+    """The prompt suffix for a camera: "overhead view" above 60° elevation, else front / side / back
+    by azimuth (0° = front; |az| < 45° front, |az| > 135° back), as DreamFusion."""
+    return f"{VIEW_DIRECTIONS[_view_index(elevation_deg, azimuth_deg)]} view"
+
+
+def _view_index(elevation_deg: float, azimuth_deg: float) -> int:
+    if elevation_deg > OVERHEAD_ELEVATION:
+        return 3
+    azimuth = abs((azimuth_deg + 180.0) % 360.0 - 180.0)  # in [0, 180]
+    return 0 if azimuth < FRONT_AZIMUTH else 2 if azimuth > BACK_AZIMUTH else 1
+
+
+def eps_from_prediction(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The UNet's noise estimate, whatever it was trained to predict (alpha_bar broadcastable to x_t).
+
+    epsilon: as is; v_prediction (SD 2.x 768): eps = sqrt(abar) v + sqrt(1 - abar) x_t;
+    sample: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)   (Salimans & Ho 2022, Sec. 4).
+    """
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - alpha_bar.sqrt() * output) / (1 - alpha_bar).sqrt()
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+# ---------------------------------------------------------------------- loading
+@dataclass
+class StableDiffusionParts:
+    unet: Any  # diffusers UNet2DConditionModel
+    vae: Any  # diffusers AutoencoderKL
+    text_encoder: Any  # transformers CLIPTextModel
+    tokenizer: Any  # transformers CLIPTokenizer
+    scheduler: Any  # diffusers DDPMScheduler (any SD scheduler config gives the same alphas_cumprod)
+
+
+def _error(code: str, message: str, hint: str = ""):
+    from ..trainer import TrainingError  # lazily: the trainer imports this module lazily too
+
+    return TrainingError(code, message, hint)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def resolve_model_folder(model: str) -> Path:
+    """The local diffusers folder for `model`: the folder itself, or a hub id's snapshot in the
+    Hugging Face cache (downloaded into it once, only if it is not cached and the hub is online)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file():
+        raise _error(
+            "model_layout",
+            f"{path} is a single file, not a diffusers folder",
+            "Convert it once: StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR), then pass --model DIR.",
+        )
+    if not HUB_ID.match(model) or model.startswith("."):
+        raise _error("model_not_found", f"no model folder at {path}", LAYOUT_HINT)
+    return _hub_snapshot(model)
+
+
+def _hub_snapshot(model_id: str) -> Path:
+    from diffusers import StableDiffusionPipeline
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    skip = {"safety_checker": None, "feature_extractor": None, "image_encoder": None}  # never downloaded
+    try:
+        return Path(StableDiffusionPipeline.download(model_id, local_files_only=True, **skip))
+    except Exception as exc:  # not (completely) cached: fall through to the network
+        log.debug("%s is not in the local cache: %s", model_id, _first_line(exc))
+    offline_hint = (
+        f"Run once with network to cache it, or download it where there is network (`hf download {model_id} "
+        "--local-dir DIR`) and pass --model DIR."
+    )
+    if constants.HF_HUB_OFFLINE:
+        raise _error("model_offline", f"{model_id} is not a local folder, nor in the Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE)", offline_hint)
+    log.info("downloading %s into the Hugging Face cache (once)", model_id)
+    try:
+        return Path(StableDiffusionPipeline.download(model_id, **skip))
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise _error(
+            "model_not_found",
+            f"{model_id} is not a local folder, and the Hugging Face Hub has no such model or it is gated ({_first_line(exc)})",
+            "Check the id; for a gated model accept its licence on huggingface.co and log in with `hf auth login`. " + LAYOUT_HINT,
+        ) from None
+    except Exception as exc:
+        raise _error("model_offline", f"{model_id} is not cached and could not be downloaded ({_first_line(exc)})", offline_hint) from None
+
+
+def check_layout(folder: Path) -> None:
+    if not (folder / "model_index.json").is_file():
+        weights = sorted(p.name for p in folder.glob("*") if p.suffix in (".safetensors", ".ckpt"))
+        hint = (
+            f"{weights[0]} looks like a single-file checkpoint: convert it once with "
+            "StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR)." if weights else LAYOUT_HINT
+        )
+        raise _error("model_layout", f"{folder} is not a diffusers Stable Diffusion folder: it has no model_index.json", hint)
+    missing = [name + "/" for name in SUBFOLDERS if not (folder / name).is_dir()]
+    if missing:
+        raise _error("model_layout", f"{folder} is not a complete Stable Diffusion folder: it lacks {', '.join(missing)}", LAYOUT_HINT)
+
+
+def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch.float32) -> StableDiffusionParts:
+    """Each component from `folder`, with local_files_only=True: what a user's model goes through."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
+
+    check_layout(folder)
+    # Without accelerate, diffusers builds the model then loads the weights (and warns that it does).
+    fast_init = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
+    loaders = {
+        "unet": lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, local_files_only=True, **fast_init),
+        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True, **fast_init),
+        "text_encoder": lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=text_dtype, local_files_only=True),
+        "tokenizer": lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True),
+        "scheduler": lambda: DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True),
+    }
+    parts = {}
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar would break the CLI's progress bar
+    try:
+        for name, load in loaders.items():
+            try:
+                parts[name] = load()
+            except Exception as exc:  # truncated safetensors, a foreign config, a missing file, ...
+                raise _error(
+                    "model_corrupt",
+                    f"cannot load the {name} of {folder} ({_first_line(exc)})",
+                    "The files may be incomplete or of another model type: download the model again, or rebuild it with make-model.",
+                ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    parts = StableDiffusionParts(**parts)
+    unet = parts.unet.config
+    if unet.in_channels != 4 or unet.get("addition_embed_type") is not None:
+        raise _error("model_unsupported", f"{folder} is not a text-to-image SD 1.x/2.x model (UNet in_channels {unet.in_channels}, addition_embed_type {unet.get('addition_embed_type')})", "Use an SD 1.x/2.x text-to-image model, e.g. stabilityai/stable-diffusion-2-1-base.")
+    return parts
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    from ..config import ConfigError
+
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision", "fp16 needs a CUDA device; use fp32 or auto on the CPU")
+    return torch.float16 if precision == "fp16" or (precision == "auto" and device.type == "cuda") else torch.float32
+
+
+def build_sd_guidance(config, device: torch.device) -> "StableDiffusionGuidance":
+    """The `sd` guidance of a GenerationConfig (model, prompts, scale, precision, low_vram)."""
+    dtype = resolve_dtype(config.precision, device)
+    text_on_cpu = config.low_vram or device.type != "cuda"
+    parts = load_parts(resolve_model_folder(config.model), dtype, torch.float32 if text_on_cpu else dtype)
+    scale = DEFAULT_GUIDANCE_SCALE if config.guidance_scale < 0 else config.guidance_scale
+    return StableDiffusionGuidance(
+        parts, config.prompt, config.negative_prompt, scale, device, dtype, grad_clip=config.extra.get("grad_clip"), low_vram=config.low_vram
+    )
+
+
+# ---------------------------------------------------------------------- the guidance
+class StableDiffusionGuidance:
+    def __init__(
+        self,
+        parts: StableDiffusionParts,
+        prompt: str,
+        negative_prompt: str = "",
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        grad_clip: float | None = None,  # clamp each entry of g to [-clip, clip] (None: no clamp)
+        low_vram: bool = False,
+    ):
+        self.device, self.dtype = torch.device(device), dtype
+        self.guidance_scale, self.grad_clip = guidance_scale, grad_clip
+        scheduler = parts.scheduler
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)  # (T,)
+        self.prediction_type = scheduler.config.prediction_type
+        self.unet, self.vae = parts.unet, parts.vae
+        self.vae.decoder = self.vae.post_quant_conv = None  # SDS only encodes
+        self.scaling_factor = self.vae.config.scaling_factor
+        self.image_size = self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)  # 512 for SD
+        self._prepare_networks(low_vram)
+        parts.text_encoder.to("cpu" if low_vram else self.device)
+        self.prompts = [f"{prompt}, {direction} view" for direction in VIEW_DIRECTIONS]
+        embeddings = self._encode_text(parts.tokenizer, parts.text_encoder, self.prompts + [negative_prompt])  # (5, L, D)
+        self.cond, self.uncond = embeddings[:4], embeddings[4:]  # (4, L, D) one per direction, (1, L, D)
+
+    def _prepare_networks(self, low_vram: bool) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        for net in (self.unet, self.vae):
+            net.requires_grad_(False).eval()
+            net.to(self.device)
+            if self.device.type == "cuda":
+                net.to(memory_format=torch.channels_last)
+        self.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch SDPA (flash / memory-efficient kernels)
+        if low_vram:
+            self.unet.set_attention_slice("auto")
+            self.vae.enable_gradient_checkpointing()
+
+    @torch.no_grad()
+    def _encode_text(self, tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
+        """Last hidden states (N, L, D) of the text encoder, on the guidance's device and dtype."""
+        for text in texts:
+            if len(tokenizer(text).input_ids) > tokenizer.model_max_length:
+                log.warning("prompt longer than %d tokens, truncated: %r", tokenizer.model_max_length, text)
+        tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        text_encoder.requires_grad_(False).eval()
+        states = text_encoder(tokens.input_ids.to(text_encoder.device))[0]  # (N, L, D)
+        return states.to(self.device, self.dtype)
+
+    def text_embeddings(self, cameras: Cameras) -> torch.Tensor:
+        """Conditional embeddings (B, L, D): the prompt with each camera's view suffix."""
+        index = [_view_index(float(e), float(a)) for e, a in zip(cameras.elevation.tolist(), cameras.azimuth.tolist())]
+        return self.cond[torch.tensor(index, device=self.device)]
+
+    def encode(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latents z (B, 4, h, w) of renders (B, H, W, 3) in [0, 1], differentiable, in the model's dtype."""
+        x = rgb.permute(0, 3, 1, 2)  # (B, 3, H, W)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, (self.image_size, self.image_size), mode="bilinear", align_corners=False)  # (B, 3, S, S)
+        x = (x * 2 - 1).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.vae.encode(x).latent_dist.sample(generator) * self.scaling_factor  # (B, 4, S/f, S/f)
+
+    @torch.no_grad()
+    def eps_hat(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Guided noise estimate (B, 4, h, w) in fp32: one UNet call on [uncond, cond] (2B)."""
+        batch = z_t.shape[0]
+        model_input = torch.cat([z_t, z_t]).to(self.dtype).contiguous(memory_format=torch.channels_last)  # (2B, 4, h, w)
+        states = torch.cat([self.uncond.expand(batch, -1, -1), cond])  # (2B, L, D)
+        output = self.unet(model_input, torch.cat([t, t]), encoder_hidden_states=states).sample.float()  # (2B, 4, h, w)
+        alpha_bar = self.alphas_cumprod[torch.cat([t, t])].view(-1, 1, 1, 1)
+        eps_uncond, eps_cond = eps_from_prediction(output, torch.cat([z_t, z_t]).float(), alpha_bar, self.prediction_type).chunk(2)
+        return classifier_free_guidance(eps_uncond, eps_cond, self.guidance_scale)
+
+    def sds_grad(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """g = w(t) (eps_hat(z_t) - eps), w(t) = 1 - abar_t, for latents and noise (B, 4, h, w); fp32."""
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+        with torch.no_grad():
+            z_t = alpha_bar.sqrt() * latents.detach().float() + (1 - alpha_bar).sqrt() * noise
+            grad = (1 - alpha_bar) * (self.eps_hat(z_t, t, cond) - noise)
+            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            return grad if self.grad_clip is None else grad.clamp(-self.grad_clip, self.grad_clip)
+
+    def losses(self, rgb: torch.Tensor, t: torch.Tensor, view: View) -> dict[str, torch.Tensor]:
+        """SDS loss whose gradient w.r.t. the latents of the render (B, H, W, 3) is w(t) (eps_hat - eps)."""
+        latents = self.encode(rgb, view.generator)  # (B, 4, h, w)
+        noise = torch.randn(latents.shape, generator=view.generator).to(self.device)  # (B, 4, h, w) fp32
+        grad = self.sds_grad(latents, noise, t, self.text_embeddings(view.cameras))
+        return {"sds": sds_latent_target_loss(latents.float(), grad)}

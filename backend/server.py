@@ -1,0 +1,259 @@
+"""The stdio backend the Blender add-on drives (DESIGN §2): `python -m backend serve`.
+
+Requests arrive as JSON lines on stdin, read by a reader thread and dispatched on the main
+thread; one worker thread runs the Trainer. stdout carries protocol events only, one line each,
+flushed under a lock: the process's own fd 1 is pointed at stderr, so logs and any stray print
+(even from C code) land on stderr. Nothing a client sends is fatal: a bad line becomes an `error`
+event with code "protocol". stdin EOF or `shutdown` cancels the run, waits for it, and exits 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from . import protocol
+from .config import ConfigError, GenerationConfig, preset_for
+from .protocol import ProtocolError
+
+log = logging.getLogger("dreamtime.server")
+
+MAX_LINE_BYTES = 1 << 20  # a request longer than this is refused (configs are a few KB)
+MAX_ID_CHARS = 200
+_EOF = object()
+
+
+def parse_request(line: str | bytes) -> dict[str, Any]:
+    """One stdin line -> a request dict; ProtocolError saying what is wrong with it."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"line of {len(line)} bytes; at most {MAX_LINE_BYTES}")
+    msg = protocol.decode(line, protocol.REQUESTS)
+    if "id" in protocol.REQUESTS[msg["type"]]:
+        run_id = msg["id"]
+        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_ID_CHARS:
+            raise ProtocolError(f"{msg['type']}: id must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    if msg["type"] == "generate" and not isinstance(msg["config"], dict):
+        raise ProtocolError("generate: config must be a JSON object")
+    return msg
+
+
+def build_config(values: dict[str, Any]) -> GenerationConfig:
+    """A request's config over the preset of the device it resolves to; ConfigError names the field."""
+    from .trainer import preflight, resolve_device
+
+    try:
+        config = GenerationConfig.from_dict(values).validate()
+        device = resolve_device(config.device)
+        config = GenerationConfig.from_dict({**preset_for(device.type), **values}).validate()
+    except TypeError as exc:  # e.g. export given as a number
+        raise ConfigError("config", str(exc)) from None
+    preflight(config)  # unknown analytic prompt words raise TargetError (a ValueError)
+    return config
+
+
+def features() -> list[str]:
+    """What this backend can do, for the `ready` event."""
+    from .trainer import Trainer
+
+    found = ["analytic", "cancel"]
+    if importlib.util.find_spec("backend.guidance.stable_diffusion") is not None:
+        found.append("sd")
+    if hasattr(Trainer, "request_extract"):
+        found.append("extract")
+    return found
+
+
+def _finite(value: Any) -> Any:
+    """The same message with non-finite floats (a skipped step's NaN loss) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+@dataclass
+class _Run:
+    id: str
+    trainer: Any
+    stop: threading.Event
+    thread: threading.Thread
+
+
+class Server:
+    def __init__(self, out: TextIO, device: str):
+        self._out = out
+        self._out_lock = threading.Lock()
+        self.device = device
+        self.run: _Run | None = None
+
+    # ------------------------------------------------------------------ output
+    def send(self, event: dict[str, Any]) -> None:
+        """Write one event line and flush; thread-safe. A vanished client is not an error here."""
+        try:
+            line = protocol.encode(event)
+        except ValueError:
+            line = protocol.encode(_finite(event))
+        with self._out_lock:
+            try:
+                self._out.write(line)
+                self._out.flush()
+            except (OSError, ValueError):
+                pass  # stdout closed: the client is gone; stdin EOF will end the loop
+
+    def error(self, run_id: str | None, code: str, text: str, hint: str = "", **extra: Any) -> None:
+        self.send(protocol.message("error", id=run_id, code=code, message=text, hint=hint, **extra))
+
+    # ------------------------------------------------------------------ the loop
+    def serve(self, stdin_fd: int) -> int:
+        self.send(protocol.ready(self.device, features()))
+        requests: queue.Queue = queue.Queue()
+        threading.Thread(target=_read_lines, args=(stdin_fd, requests), name="stdin-reader", daemon=True).start()
+        while True:
+            item = requests.get()
+            if item is _EOF:
+                log.info("stdin closed; stopping")
+                break
+            if isinstance(item, ProtocolError):
+                self.error(None, "protocol", str(item), "Send one JSON object per line; see backend/protocol.py.")
+                continue
+            if not self.handle(item):
+                break
+        self.stop_run()
+        return 0
+
+    def handle(self, msg: dict[str, Any]) -> bool:
+        """Act on one request; False when the server should exit."""
+        kind = msg["type"]
+        if kind == "ping":
+            self.send(protocol.message("pong"))
+        elif kind == "generate":
+            self.generate(msg["id"], msg["config"])
+        elif kind == "cancel":
+            if self._active(msg["id"]):
+                self.run.stop.set()
+            else:
+                self.send(protocol.log("warning", f"cancel: no active run {msg['id']!r}"))
+        elif kind == "extract":
+            self.extract(msg["id"])
+        elif kind == "shutdown":
+            return False
+        return True
+
+    # ------------------------------------------------------------------ requests
+    def generate(self, run_id: str, values: dict[str, Any]) -> None:
+        from .run_folder import new_run_dir
+        from .trainer import Trainer
+
+        if self.run is not None and self.run.thread.is_alive():
+            self.error(run_id, "busy", f"run {self.run.id!r} is still running", "Cancel it or wait for its done event.")
+            return
+        try:
+            config = build_config(values)
+            run_dir = config.run_dir or new_run_dir(config.out, config.prompt, config.seed)
+            stop = threading.Event()
+            trainer = Trainer(config, run_dir, on_event=self.send, stop=stop, run_id=run_id)
+        except ConfigError as exc:
+            self.error(run_id, "config", str(exc), "Fix this field and generate again.", field=exc.field)
+            return
+        except ValueError as exc:  # the analytic prior cannot read the prompt
+            self.error(run_id, "prompt", str(exc), "Name a known shape and colour, or switch the guidance to Stable Diffusion (sd).")
+            return
+        except OSError as exc:
+            self.error(run_id, "output", f"cannot make the run folder: {exc}", "Choose a writable output folder.")
+            return
+        self.run = run = _Run(run_id, trainer, stop, threading.Thread())
+        run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run_id}")
+        run.thread.start()
+
+    def _work(self, run: _Run) -> None:
+        from .trainer import TrainingError
+
+        try:
+            run.trainer.run()
+        except TrainingError as exc:
+            self.error(run.id, exc.code, str(exc), exc.hint)
+        except ConfigError as exc:
+            self.error(run.id, "config", str(exc), "Fix this field and generate again.", field=exc.field)
+        except Exception as exc:  # never take the server down with a run
+            log.exception("run %s failed", run.id)
+            self.error(run.id, "internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr) and the run folder's log.txt.")
+
+    def extract(self, run_id: str) -> None:
+        if not self._active(run_id):
+            self.error(run_id, "no_run", f"extract: no active run {run_id!r}", "Extract works while a run is going.")
+        elif not hasattr(self.run.trainer, "request_extract"):
+            self.error(run_id, "unsupported", "extract is not supported yet by this backend", "The mesh is written when the run ends or is cancelled.")
+        else:
+            self.run.trainer.request_extract()
+
+    def _active(self, run_id: str) -> bool:
+        return self.run is not None and self.run.id == run_id and self.run.thread.is_alive()
+
+    def stop_run(self) -> None:
+        """Cancel the active run and wait until it has written its outputs."""
+        if self.run is not None and self.run.thread.is_alive():
+            self.run.stop.set()
+            self.run.thread.join()
+
+
+def _read_lines(fd: int, requests: queue.Queue) -> None:
+    """Reader thread: each line of `fd` -> a request or a ProtocolError; _EOF at the end.
+
+    Raw `os.read` rather than sys.stdin: a thread blocked in a buffered read holds the buffer's
+    lock, and interpreter shutdown then aborts on it.
+    """
+    pending, skipping = b"", False
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if skipping:  # the tail of an oversized line
+                    skipping = False
+                elif line.strip():
+                    _put_request(line, requests)
+            if len(pending) > MAX_LINE_BYTES and not skipping:
+                requests.put(ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes"))
+                pending, skipping = b"", True
+            elif skipping:
+                pending = b""
+        if pending.strip() and not skipping:
+            _put_request(pending, requests)
+    except OSError as exc:
+        log.warning("stdin unreadable: %s", exc)
+    finally:
+        requests.put(_EOF)
+
+
+def _put_request(line: bytes, requests: queue.Queue) -> None:
+    try:
+        requests.put(parse_request(line))
+    except ProtocolError as exc:
+        requests.put(exc)
+
+
+def _protocol_stdout() -> TextIO:
+    """A private handle on the real stdout; fd 1 itself is pointed at stderr from now on."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", newline="\n")
+    os.dup2(2, 1)
+    return out
+
+
+def main() -> int:
+    from .trainer import resolve_device
+
+    out = _protocol_stdout()
+    device = resolve_device("auto").type
+    log.info("DreamTime backend serving protocol %d on %s", protocol.PROTOCOL_VERSION, device)
+    return Server(out, device).serve(sys.stdin.fileno())

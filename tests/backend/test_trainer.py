@@ -1,0 +1,125 @@
+"""backend/trainer.py on tiny CPU runs with the analytic prior."""
+
+import json
+import threading
+
+import pytest
+import torch
+
+from backend.config import GenerationConfig
+from backend.trainer import Trainer, TrainingError
+
+TINY = dict(
+    prompt="a red torus", guidance="analytic", device="cpu", steps=12, resolution=16, preview_resolution=16,
+    samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32,
+    preview_every=4, checkpoint_every=5,
+)
+
+
+def tiny_config(**changes):
+    return GenerationConfig(**{**TINY, **changes})
+
+
+def test_run_writes_the_run_folder_and_events(tmp_path):
+    events = []
+    outputs = Trainer(tiny_config(), tmp_path / "run", on_event=events.append).run()
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["prompt"] == "a red torus"
+    assert sorted(p.name for p in (run / "previews").iterdir()) == ["step_00004.png", "step_00008.png", "step_00012.png"]
+    assert (run / "checkpoint.pt").exists() and (run / "log.txt").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["t"]) == len(metrics["loss"]) == 12
+    assert metrics["t"] == sorted(metrics["t"], reverse=True)  # tp: non-increasing
+    assert 0 <= metrics["quality"]["consistency"] <= 1 and metrics["quality"]["best_target_name"] == "red torus"
+    kinds = [e["type"] for e in events]
+    assert kinds.count("progress") == 12 and kinds[-1] == "done"
+    assert [e["step"] for e in events if e["type"] == "progress"] == list(range(1, 13))
+    assert outputs["steps_done"] == 12
+    assert not list(run.glob(".*tmp*"))  # no temporary files left
+
+
+def test_training_moves_the_render_towards_the_target(tmp_path):
+    trainer = Trainer(tiny_config(steps=60, preview_every=0, checkpoint_every=0), tmp_path / "run")
+    trainer._setup(False)
+    before = trainer.evaluate_quality()["psnr"]
+    trainer._loop(0)
+    after = trainer.evaluate_quality()["psnr"]
+    assert after > before + 1.5, (before, after)  # measured +2.0 dB in 60 steps at 16 px
+
+
+def test_same_seed_same_steps(tmp_path):
+    a = Trainer(tiny_config(), tmp_path / "a")
+    b = Trainer(tiny_config(), tmp_path / "b")
+    a._setup(False), b._setup(False)
+    for step in range(3):
+        assert a.train_step(step) == b.train_step(step)
+    assert torch.equal(a.field.encoding.grid, b.field.encoding.grid)
+
+
+def test_stop_then_resume_reaches_the_same_step_count(tmp_path):
+    stop = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "progress" and event["step"] == 7:
+            stop.set()
+
+    run = tmp_path / "run"
+    first = Trainer(tiny_config(), run, on_event=on_event, stop=stop).run()
+    assert first["stopped_at"] == 7 and first["steps_done"] == 7
+    assert (run / "mesh.glb").exists()  # a stopped run still exports its mesh
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 7
+    resumed = Trainer(tiny_config(), run).run(resume=True)
+    assert resumed["steps_done"] == 12
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == list(range(12))
+
+
+def test_resume_without_or_with_a_corrupt_checkpoint(tmp_path):
+    with pytest.raises(TrainingError, match="no checkpoint") as info:
+        Trainer(tiny_config(), tmp_path / "empty").run(resume=True)
+    assert info.value.code == "resume"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="unreadable"):
+        Trainer(tiny_config(), bad).run(resume=True)
+
+
+def poison(trainer, bad_steps):
+    """Make the guidance return NaN at the given steps."""
+    losses, calls = trainer.guidance.losses, {"n": 0}
+
+    def poisoned(rgb, t, view):
+        out = losses(rgb, t, view)
+        step, calls["n"] = calls["n"], calls["n"] + 1
+        return {name: value * float("nan") for name, value in out.items()} if step in bad_steps else out
+
+    trainer.guidance.losses = poisoned
+
+
+def test_a_nan_step_is_skipped_and_the_state_kept(tmp_path):
+    trainer = Trainer(tiny_config(steps=6), tmp_path / "run")
+    trainer._setup(False)
+    poison(trainer, {1})
+    trainer.train_step(0)
+    before = trainer.field.encoding.grid.detach().clone()
+    assert trainer.train_step(1) is None
+    assert torch.equal(trainer.field.encoding.grid, before)
+    assert trainer.train_step(2) is not None
+
+
+def test_repeated_nan_stops_with_an_error_and_keeps_outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr("backend.trainer.MAX_BAD_STEPS", 3)
+    trainer = Trainer(tiny_config(steps=10), tmp_path / "run")
+    original_setup = trainer._setup
+
+    def setup(resume):
+        start = original_setup(resume)
+        poison(trainer, set(range(2, 100)))
+        return start
+
+    trainer._setup = setup
+    with pytest.raises(TrainingError) as info:
+        trainer.run()
+    assert info.value.code == "non_finite"
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "config.json").exists()
