@@ -97,7 +97,7 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
         "resolution": config.resolution,
         "guidance_input": getattr(guidance, "image_size", config.resolution),  # pixels per side the VAE sees
         "batch_size": config.batch_size,
-        "encoding": config.encoding,
+        "encoding": config.encoding if config.encoding != "auto" else "hashgrid",  # as the trainer resolves it
         "samples_per_ray": config.samples_per_ray,
         "steps": steps,
         "warmup": warmup,

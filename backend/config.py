@@ -63,6 +63,7 @@ class GenerationConfig:
     hashgrid_implementation: str = "auto"  # tcnn when importable, else torch
     dense_resolution: int = 96  # voxels per side of the dense encoding
     mlp_hidden: int = 64  # hidden width of the field's MLP; 0: the encoding stores density and albedo
+    blob_density: float = 5.0  # log-density bias at the centre at start (a soft ball to begin from)
     resolution: int = 64  # training render size (pixels per side)
     preview_resolution: int = 128  # evaluation render size for previews and metrics
     samples_per_ray: int = 64  # fixed samples per ray inside the bounding sphere
@@ -127,6 +128,7 @@ class GenerationConfig:
                 raise ConfigError(name, f"must be a multiple of 8 between 16 and 1024, got {getattr(self, name)}")
         _integer(self, "dense_resolution", 8, 512)
         _integer(self, "mlp_hidden", 0, 1024)
+        _number(self, "blob_density", 0, 15)
         _integer(self, "samples_per_ray", 8, 1024)
         _integer(self, "batch_size", 1, 64)
         _number(self, "scene_radius", 0.1, 1.0, "must be from 0.1 to 1 (the field's bounding cube is [-1, 1]^3)")

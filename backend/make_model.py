@@ -235,8 +235,9 @@ def make_model(shape: str, out: str | os.PathLike, seed: int = 0, force: bool = 
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the model folder is not
         pipeline = build_pipeline(shape, staging / "tokenizer", seed)
-        if SHAPES[shape].dtype != torch.float32:
-            pipeline.to(dtype=SHAPES[shape].dtype)
+        if SHAPES[shape].dtype == torch.float16:
+            for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+                module.half()  # not pipeline.to(dtype): diffusers warns about that, needlessly here
         pipeline.save_pretrained(staging, safe_serialization=True)
         write_tokenizer_files(staging / "tokenizer")  # ours, whatever save_pretrained wrote beside them
         if out.exists():

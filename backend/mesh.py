@@ -103,13 +103,18 @@ def extract_mesh(
     min_component_ratio: float = 0.05,
     coarse_to_fine: bool = True,
     device: str = "cpu",
+    fill_cavities: bool = True,
+    smooth: float = 0.0,
 ) -> trimesh.Trimesh:
     """Marching cubes of {density >= threshold} on a `resolution`³ grid over [-bound, bound]^3.
 
     Faces are wound so normals point outward (density is high inside); components with fewer
     than `min_component_ratio` × (faces of the largest) faces are dropped; vertex colours are
     `albedo_fn` at the vertices (uint8 RGBA, sRGB as rendered). `mesh.metadata` records
-    `points_evaluated` and `grid_points` (= resolution³). Raises MeshError if nothing is found.
+    `points_evaluated` and `grid_points` (= resolution³). With `fill_cavities`, empty space that
+    the outside cannot reach is filled first, so a hollow shell gives one closed outer surface.
+    `smooth` > 0 blurs log density with a Gaussian of that width (world units) first.
+    Raises MeshError if nothing is found.
     """
     xs = np.linspace(-bound, bound, resolution, dtype=np.float32)  # (R,) grid axis in world units
     grid, evaluated = _density_grid(density_fn, xs, threshold, chunk, device, coarse_to_fine)
@@ -118,6 +123,16 @@ def extract_mesh(
             f"no surface above density threshold {threshold:g} (max density found {np.nanmax(grid):.3g}); "
             "the field may be empty — train longer or lower the threshold"
         )
+    if smooth > 0:  # Gaussian blur of log density: removes voxel-scale speckle, keeps the surface
+        log_grid = ndimage.gaussian_filter(np.log(np.maximum(grid, 1e-6)), sigma=smooth * (resolution - 1) / 2 / bound)
+        grid = np.exp(log_grid).astype(np.float32)
+    if fill_cavities:  # a hollow shell (unseen, untrained interior) becomes solid: one outer surface
+        inside = grid >= threshold
+        enclosed = ndimage.binary_fill_holes(inside) & ~inside
+        grid[enclosed] = 2 * threshold
+        mesh_metadata = {"cavity_points_filled": int(enclosed.sum())}
+    else:
+        mesh_metadata = {}
     empty = min(0.0, threshold - 1.0)  # a padding layer below threshold closes surfaces at the box
     vertices, faces = mcubes.marching_cubes(np.pad(grid, 1, constant_values=empty), threshold)
     # PyMCubes winds faces towards decreasing values: outward here, no flip needed.
@@ -133,7 +148,7 @@ def extract_mesh(
     albedo = _query_points(albedo_fn, mesh.vertices, chunk, device).reshape(-1, 3)  # (V, 3) in [0, 1]
     rgb = np.round(np.clip(albedo, 0.0, 1.0) * 255.0).astype(np.uint8)
     mesh.visual.vertex_colors = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)  # (V, 4)
-    mesh.metadata.update(points_evaluated=evaluated, grid_points=resolution**3)
+    mesh.metadata.update(points_evaluated=evaluated, grid_points=resolution**3, **mesh_metadata)
     log.info("mesh: %d vertices, %d faces; queried %d of %d grid points",
              len(mesh.vertices), len(mesh.faces), evaluated, resolution**3)
     return mesh

@@ -87,6 +87,7 @@ class _Run:
     trainer: Any
     stop: threading.Event
     thread: threading.Thread
+    finished: bool = False  # set before its done/error event goes out, so a client that saw it may start anew
 
 
 class Server:
@@ -154,14 +155,14 @@ class Server:
         from .run_folder import new_run_dir
         from .trainer import Trainer
 
-        if self.run is not None and self.run.thread.is_alive():
+        if self.run is not None and not self.run.finished:
             self.error(run_id, "busy", f"run {self.run.id!r} is still running", "Cancel it or wait for its done event.")
             return
         try:
             config = build_config(values)
             run_dir = config.run_dir or new_run_dir(config.out, config.prompt, config.seed)
             stop = threading.Event()
-            trainer = Trainer(config, run_dir, on_event=self.send, stop=stop, run_id=run_id)
+            trainer = Trainer(config, run_dir, on_event=lambda event: self._run_event(run_id, event), stop=stop, run_id=run_id)
         except ConfigError as exc:
             self.error(run_id, "config", str(exc), "Fix this field and generate again.", field=exc.field)
             return
@@ -175,18 +176,29 @@ class Server:
         run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run_id}")
         run.thread.start()
 
+    def _run_event(self, run_id: str, event: dict[str, Any]) -> None:
+        if event["type"] == "done" and self.run is not None and self.run.id == run_id:
+            self.run.finished = True
+        self.send(event)
+
     def _work(self, run: _Run) -> None:
         from .trainer import TrainingError
 
+        failure = None
         try:
             run.trainer.run()
         except TrainingError as exc:
-            self.error(run.id, exc.code, str(exc), exc.hint)
+            failure = (exc.code, str(exc), exc.hint, {})
         except ConfigError as exc:
-            self.error(run.id, "config", str(exc), "Fix this field and generate again.", field=exc.field)
+            failure = ("config", str(exc), "Fix this field and generate again.", {"field": exc.field})
         except Exception as exc:  # never take the server down with a run
             log.exception("run %s failed", run.id)
-            self.error(run.id, "internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr) and the run folder's log.txt.")
+            failure = ("internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr) and the run folder's log.txt.", {})
+        finally:
+            run.finished = True
+        if failure is not None:
+            code, text, hint, extra = failure
+            self.error(run.id, code, text, hint, **extra)
 
     def extract(self, run_id: str) -> None:
         if not self._active(run_id):
@@ -197,11 +209,11 @@ class Server:
             self.run.trainer.request_extract()
 
     def _active(self, run_id: str) -> bool:
-        return self.run is not None and self.run.id == run_id and self.run.thread.is_alive()
+        return self.run is not None and self.run.id == run_id and not self.run.finished
 
     def stop_run(self) -> None:
         """Cancel the active run and wait until it has written its outputs."""
-        if self.run is not None and self.run.thread.is_alive():
+        if self.run is not None:
             self.run.stop.set()
             self.run.thread.join()
 

@@ -129,7 +129,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         encoding_kwargs = {"resolution": cfg.dense_resolution} if encoding == "dense" else {}
         self.field = NeRFField(
-            encoding, cfg.hashgrid_implementation, cfg.mlp_hidden, learned_background=cfg.background == "learned", encoding_kwargs=encoding_kwargs
+            encoding,
+            cfg.hashgrid_implementation,
+            cfg.mlp_hidden,
+            blob_density=cfg.blob_density,
+            learned_background=cfg.background == "learned",
+            encoding_kwargs=encoding_kwargs,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(
             [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}],
@@ -252,6 +257,7 @@ class Trainer:
         paths = self.extract_mesh(cfg.export)
         self.metrics["mesh_s"] = time.perf_counter() - tick
         self.outputs.update({f"mesh_{fmt}": str(path) for fmt, path in paths.items()})
+        self.outputs["ring"] = str(self.write_ring())
         if self.guidance_kind == "analytic":
             self.metrics["quality"] = self.evaluate_quality()
             if self.mesh is not None:
@@ -288,6 +294,17 @@ class Trainer:
             Image.fromarray(pixels).save(tmp)
         self.outputs["preview"] = str(path)
         self.on_event(protocol.preview(self.run_id, step, str(path), pixels.shape[1], pixels.shape[0]))
+        return path
+
+    def write_ring(self) -> Path:
+        """The evaluation ring side by side in one PNG (ring.png in the run folder)."""
+        from PIL import Image
+
+        views = self.render_ring().clamp(0, 1).cpu()  # (V, H, W, 3)
+        strip = torch.cat(list(views), dim=1)  # (H, V*W, 3)
+        path = self.run_dir / "ring.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray((strip.numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)
         return path
 
     def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:

@@ -102,9 +102,10 @@ def _error(code: str, message: str, hint: str = ""):
     return TrainingError(code, message, hint)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    line = f"{type(exc).__name__}: {text[0] if text else ''}"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def resolve_model_folder(model: str) -> Path:
@@ -120,7 +121,7 @@ def resolve_model_folder(model: str) -> Path:
             "Convert it once: StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR), then pass --model DIR.",
         )
     if not HUB_ID.match(model) or model.startswith("."):
-        raise _error("model_not_found", f"no model folder at {path}", LAYOUT_HINT)
+        raise _error("model_not_found", f"no model folder at {model}", LAYOUT_HINT)
     return _hub_snapshot(model)
 
 
@@ -134,12 +135,13 @@ def _hub_snapshot(model_id: str) -> Path:
         return Path(StableDiffusionPipeline.download(model_id, local_files_only=True, **skip))
     except Exception as exc:  # not (completely) cached: fall through to the network
         log.debug("%s is not in the local cache: %s", model_id, _first_line(exc))
+    not_here = "is not a local folder and not in the Hugging Face cache"
     offline_hint = (
         f"Run once with network to cache it, or download it where there is network (`hf download {model_id} "
         "--local-dir DIR`) and pass --model DIR."
     )
     if constants.HF_HUB_OFFLINE:
-        raise _error("model_offline", f"{model_id} is not a local folder, nor in the Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE)", offline_hint)
+        raise _error("model_offline", f"{model_id} {not_here}, and the hub is offline (HF_HUB_OFFLINE is set)", offline_hint)
     log.info("downloading %s into the Hugging Face cache (once)", model_id)
     try:
         return Path(StableDiffusionPipeline.download(model_id, **skip))
@@ -150,7 +152,7 @@ def _hub_snapshot(model_id: str) -> Path:
             "Check the id; for a gated model accept its licence on huggingface.co and log in with `hf auth login`. " + LAYOUT_HINT,
         ) from None
     except Exception as exc:
-        raise _error("model_offline", f"{model_id} is not cached and could not be downloaded ({_first_line(exc)})", offline_hint) from None
+        raise _error("model_offline", f"{model_id} {not_here}, and downloading it failed ({_first_line(exc)})", offline_hint) from None
 
 
 def check_layout(folder: Path) -> None:
@@ -200,8 +202,12 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
             hf_logging.enable_progress_bar()
     parts = StableDiffusionParts(**parts)
     unet = parts.unet.config
-    if unet.in_channels != 4 or unet.get("addition_embed_type") is not None:
-        raise _error("model_unsupported", f"{folder} is not a text-to-image SD 1.x/2.x model (UNet in_channels {unet.in_channels}, addition_embed_type {unet.get('addition_embed_type')})", "Use an SD 1.x/2.x text-to-image model, e.g. stabilityai/stable-diffusion-2-1-base.")
+    if unet.in_channels != 4 or unet.get("addition_embed_type") is not None:  # inpainting, SDXL, ...
+        raise _error(
+            "model_unsupported",
+            f"{folder} is not a text-to-image SD 1.x/2.x model (UNet in_channels {unet.in_channels}, addition_embed_type {unet.get('addition_embed_type')})",
+            "Use an SD 1.x/2.x text-to-image model, e.g. stabilityai/stable-diffusion-2-1-base.",
+        )
     return parts
 
 
@@ -255,11 +261,11 @@ class StableDiffusionGuidance:
     def _prepare_networks(self, low_vram: bool) -> None:
         from diffusers.models.attention_processor import AttnProcessor2_0
 
+        # channels-last is what cuDNN's fp16 convolutions want; on the CPU it buys nothing here.
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         for net in (self.unet, self.vae):
             net.requires_grad_(False).eval()
-            net.to(self.device)
-            if self.device.type == "cuda":
-                net.to(memory_format=torch.channels_last)
+            net.to(self.device, memory_format=self.memory_format)
         self.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch SDPA (flash / memory-efficient kernels)
         if low_vram:
             self.unet.set_attention_slice("auto")
@@ -286,14 +292,14 @@ class StableDiffusionGuidance:
         x = rgb.permute(0, 3, 1, 2)  # (B, 3, H, W)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, (self.image_size, self.image_size), mode="bilinear", align_corners=False)  # (B, 3, S, S)
-        x = (x * 2 - 1).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        x = (x * 2 - 1).to(self.dtype).contiguous(memory_format=self.memory_format)
         return self.vae.encode(x).latent_dist.sample(generator) * self.scaling_factor  # (B, 4, S/f, S/f)
 
     @torch.no_grad()
     def eps_hat(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Guided noise estimate (B, 4, h, w) in fp32: one UNet call on [uncond, cond] (2B)."""
         batch = z_t.shape[0]
-        model_input = torch.cat([z_t, z_t]).to(self.dtype).contiguous(memory_format=torch.channels_last)  # (2B, 4, h, w)
+        model_input = torch.cat([z_t, z_t]).to(self.dtype).contiguous(memory_format=self.memory_format)  # (2B, 4, h, w)
         states = torch.cat([self.uncond.expand(batch, -1, -1), cond])  # (2B, L, D)
         output = self.unet(model_input, torch.cat([t, t]), encoder_hidden_states=states).sample.float()  # (2B, 4, h, w)
         alpha_bar = self.alphas_cumprod[torch.cat([t, t])].view(-1, 1, 1, 1)

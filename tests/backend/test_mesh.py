@@ -163,3 +163,17 @@ def test_sample_surface_is_on_the_sphere_and_seeded(sphere_mesh):
     np.testing.assert_array_equal(a, sample_surface(sphere_mesh, 2000, seed=3))
     assert not np.array_equal(a, sample_surface(sphere_mesh, 2000, seed=4))
     assert chamfer_distance(a, sample_surface(sphere_mesh, 2000, seed=4)) < 0.02
+
+
+def test_hollow_shell_gives_one_outer_surface():
+    """An untrained interior (low density inside a dense shell) is filled before marching cubes."""
+
+    def shell(points):
+        r = points.norm(dim=-1)
+        return 20 * (torch.sigmoid((0.5 - r) / 0.01) - torch.sigmoid((0.4 - r) / 0.01))
+
+    white = lambda p: torch.ones(len(p), 3)  # noqa: E731
+    solid = extract_mesh(shell, white, resolution=64, threshold=10.0)
+    assert solid.euler_number == 2 and solid.metadata["cavity_points_filled"] > 0
+    hollow = extract_mesh(shell, white, resolution=64, threshold=10.0, fill_cavities=False, min_component_ratio=0)
+    assert hollow.euler_number == 4  # outer and inner spheres

@@ -170,6 +170,32 @@ def test_shutdown_exits_zero(fresh):
     assert fresh.proc.wait(timeout=10) == 0
 
 
+def test_extract_uses_the_trainer_hook_when_there_is_one():
+    """extract -> trainer.request_extract() between steps; without that hook, an 'unsupported' error."""
+    import io
+
+    from backend.server import Server, _Run
+
+    class Hooked:
+        requests = 0
+
+        def request_extract(self):
+            self.requests += 1
+
+    out = io.StringIO()
+    server = Server(out, "cpu")
+    alive = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    alive.start()
+    server.run = _Run("r", Hooked(), threading.Event(), alive)
+    server.handle({"type": "extract", "id": "r"})
+    assert server.run.trainer.requests == 1 and out.getvalue() == ""
+    server.run = _Run("r", object(), threading.Event(), alive)
+    server.handle({"type": "extract", "id": "r"})
+    server.handle({"type": "extract", "id": "other"})
+    codes = [json.loads(line)["code"] for line in out.getvalue().splitlines()]
+    assert codes == ["unsupported", "no_run"]
+
+
 # ---------------------------------------------------------------------- the parser, fuzzed
 def test_parse_request_accepts_every_request_kind():
     for kind, fields in protocol.REQUESTS.items():

@@ -1,0 +1,243 @@
+"""backend/guidance/stable_diffusion.py on a tiny random-weight pipeline built into a temporary folder."""
+
+import shutil
+
+import pytest
+import torch
+
+from backend import cli
+from backend.cameras import make_cameras
+from backend.config import ConfigError, GenerationConfig
+from backend.guidance import View
+from backend.guidance.stable_diffusion import (
+    build_sd_guidance,
+    eps_from_prediction,
+    resolve_dtype,
+    resolve_model_folder,
+    view_suffix,
+)
+from backend.make_model import make_model
+from backend.renderer import RenderSettings
+from backend.trainer import Trainer, TrainingError
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return make_model("tiny", tmp_path_factory.mktemp("sd") / "tiny")
+
+
+def sd_config(model, **changes) -> GenerationConfig:
+    values = {"prompt": "a red cube", "guidance": "sd", "model": str(model), "device": "cpu", "negative_prompt": "blurry"}
+    return GenerationConfig.from_dict({**values, **changes}).validate()
+
+
+@pytest.fixture(scope="module")
+def guidance(tiny_model):
+    return build_sd_guidance(sd_config(tiny_model), CPU)
+
+
+def cameras_at(elevations, azimuths):
+    n = len(elevations)
+    return make_cameras(torch.tensor(elevations, dtype=torch.float32), torch.tensor(azimuths, dtype=torch.float32), torch.full((n,), 2.4), torch.full((n,), 45.0))
+
+
+# ---------------------------------------------------------------------- loading
+def test_local_folder_goes_through_local_files_only(tiny_model, monkeypatch):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    calls = []
+    for cls in (UNet2DConditionModel, AutoencoderKL, DDPMScheduler, CLIPTextModel, CLIPTokenizer):
+        original = cls.from_pretrained
+
+        def recording(klass, *args, _original=original, **kwargs):
+            calls.append((klass.__name__, kwargs))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
+    build_sd_guidance(sd_config(tiny_model), CPU)
+    assert sorted(name for name, _ in calls) == sorted(["UNet2DConditionModel", "AutoencoderKL", "DDPMScheduler", "CLIPTextModel", "CLIPTokenizer"])
+    assert all(kwargs.get("local_files_only") is True for _, kwargs in calls), calls
+
+
+def test_hub_id_not_cached_while_offline_is_one_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(TrainingError, match="not in the Hugging Face cache") as info:
+        resolve_model_folder("dreamtime-tests/no-such-model")
+    assert info.value.code == "model_offline" and "--model DIR" in info.value.hint
+
+
+def test_missing_folder_and_wrong_layout(tmp_path, tiny_model):
+    with pytest.raises(TrainingError, match="no model folder") as info:
+        build_sd_guidance(sd_config(tmp_path / "nowhere"), CPU)
+    assert info.value.code == "model_not_found"
+    with pytest.raises(TrainingError, match="no model_index.json") as info:
+        build_sd_guidance(sd_config(tmp_path), CPU)
+    assert info.value.code == "model_layout" and "make-model" in info.value.hint
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(tiny_model / "model_index.json", partial)
+    with pytest.raises(TrainingError, match="lacks unet/, vae/"):
+        build_sd_guidance(sd_config(partial), CPU)
+    single = tmp_path / "model.safetensors"
+    single.write_bytes(b"\0")
+    with pytest.raises(TrainingError, match="single file") as info:
+        build_sd_guidance(sd_config(single), CPU)
+    assert "from_single_file" in info.value.hint
+
+
+def test_truncated_weights_are_reported_by_component(tmp_path, tiny_model):
+    broken = shutil.copytree(tiny_model, tmp_path / "broken")
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(TrainingError, match="cannot load the unet") as info:
+        build_sd_guidance(sd_config(broken), CPU)
+    assert info.value.code == "model_corrupt"
+
+
+def test_fp16_needs_cuda():
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_dtype("fp16", CPU)
+    assert resolve_dtype("auto", CPU) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+
+
+# ---------------------------------------------------------------------- prompts
+@pytest.mark.parametrize(
+    "elevation, azimuth, expected",
+    [
+        (0, 0, "front"), (20, 44, "front"), (20, -44, "front"), (0, 360, "front"),
+        (0, 45, "side"), (0, 90, "side"), (10, -90, "side"), (0, 135, "side"),
+        (0, 136, "back"), (0, 180, "back"), (0, -170, "back"), (0, 200, "back"),
+        (60, 0, "front"), (61, 0, "overhead"), (85, 180, "overhead"),
+    ],
+)
+def test_view_suffix(elevation, azimuth, expected):
+    assert view_suffix(elevation, azimuth) == f"{expected} view"
+
+
+def test_embeddings_per_view_and_negative_prompt(guidance, tiny_model):
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_model, subfolder="tokenizer", local_files_only=True)
+    encoder = CLIPTextModel.from_pretrained(tiny_model, subfolder="text_encoder", local_files_only=True)
+
+    def embed(text):
+        ids = tokenizer(text, padding="max_length", max_length=77, return_tensors="pt").input_ids
+        return encoder(ids)[0][0]
+
+    assert guidance.prompts[2] == "a red cube, back view"
+    cond = guidance.text_embeddings(cameras_at([10, 10, 70], [170, 0, 0]))  # back, front, overhead
+    for row, text in zip(cond, ("a red cube, back view", "a red cube, front view", "a red cube, overhead view")):
+        assert torch.allclose(row, embed(text), atol=1e-5)
+    assert torch.allclose(guidance.uncond[0], embed("blurry"), atol=1e-5)
+
+
+# ---------------------------------------------------------------------- the SDS gradient
+def test_cfg_is_applied_to_one_batched_unet_call(guidance, monkeypatch):
+    torch.manual_seed(0)
+    z_t, t = torch.randn(2, 4, 16, 16), torch.tensor([300, 700])
+    cond = guidance.text_embeddings(cameras_at([0, 0], [0, 180]))
+    with torch.no_grad():
+        eps_u = guidance.unet(z_t, t, encoder_hidden_states=guidance.uncond.expand(2, -1, -1)).sample
+        eps_c = guidance.unet(z_t, t, encoder_hidden_states=cond).sample
+    for scale in (1.0, 7.5, 100.0):
+        monkeypatch.setattr(guidance, "guidance_scale", scale)
+        assert torch.allclose(guidance.eps_hat(z_t, t, cond), eps_u + scale * (eps_c - eps_u), atol=1e-4 * scale)
+
+
+def test_gradient_reaching_latents_is_w_t_times_eps_hat_minus_eps(guidance, monkeypatch):
+    """The render (16², resized to the model's 32²) -> latents z; dL/dz = w(t) (eps_hat - eps) / B."""
+    captured = {}
+    encode = guidance.encode
+
+    def capturing_encode(rgb, generator=None):
+        captured["z"] = encode(rgb, generator)
+        captured["z"].retain_grad()
+        return captured["z"]
+
+    monkeypatch.setattr(guidance, "encode", capturing_encode)
+    rgb = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    cameras = cameras_at([10, 30], [0, 100])  # front, side
+    t = torch.tensor([250, 800])
+    view = View(cameras, RenderSettings(), 16, 16, torch.Generator().manual_seed(7))
+    guidance.losses(rgb, t, view)["sds"].backward()
+
+    # By hand, on the same noise: replay the step's generator.
+    generator = torch.Generator().manual_seed(7)
+    x = torch.nn.functional.interpolate(rgb.detach().permute(0, 3, 1, 2), (32, 32), mode="bilinear") * 2 - 1
+    with torch.no_grad():
+        z = guidance.vae.encode(x).latent_dist.sample(generator) * guidance.vae.config.scaling_factor
+        eps = torch.randn(z.shape, generator=generator)
+        abar = guidance.alphas_cumprod[t].view(2, 1, 1, 1)
+        z_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+        cond = torch.stack([guidance.cond[0], guidance.cond[1]])  # front, side
+        eps_u = guidance.unet(z_t, t, encoder_hidden_states=guidance.uncond.expand(2, -1, -1)).sample
+        eps_c = guidance.unet(z_t, t, encoder_hidden_states=cond).sample
+    expected = (1 - abar) * (eps_u + 100.0 * (eps_c - eps_u) - eps)
+    assert torch.allclose(captured["z"].detach(), z, atol=1e-5)
+    assert torch.allclose(captured["z"].grad * 2, expected, rtol=1e-3, atol=1e-3 * expected.abs().max())
+    assert rgb.grad is not None and torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+
+
+def test_low_vram_gives_the_same_gradient(tiny_model, guidance):
+    """Sliced attention and a checkpointed VAE encoder change memory, not the result."""
+    low = build_sd_guidance(sd_config(tiny_model, low_vram=True), CPU)
+    cameras, t = cameras_at([10], [60]), torch.tensor([500])
+    grads = []
+    for g in (guidance, low):
+        rgb = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+        g.losses(rgb, t, View(cameras, RenderSettings(), 32, 16, torch.Generator().manual_seed(3)))["sds"].backward()
+        grads.append(rgb.grad)
+    assert low.vae.encoder.gradient_checkpointing
+    assert all(type(p).__name__ == "SlicedAttnProcessor" for p in low.unet.attn_processors.values())
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4 * grads[0].abs().max())
+
+
+def test_v_prediction_and_sample_give_back_eps():
+    torch.manual_seed(0)
+    x0, eps, abar = torch.randn(3, 4), torch.randn(3, 4), torch.tensor([[0.9], [0.5], [0.05]])
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    v = abar.sqrt() * eps - (1 - abar).sqrt() * x0
+    assert torch.allclose(eps_from_prediction(v, x_t, abar, "v_prediction"), eps, atol=1e-5)
+    assert torch.allclose(eps_from_prediction(x0, x_t, abar, "sample"), eps, atol=1e-4)
+    assert torch.equal(eps_from_prediction(eps, x_t, abar, "epsilon"), eps)
+
+
+# ---------------------------------------------------------------------- through the trainer
+def test_one_training_step_changes_the_field(tiny_model, tmp_path):
+    config = sd_config(tiny_model, resolution=32, samples_per_ray=16, encoding="dense", dense_resolution=32, steps=4)
+    trainer = Trainer(config, tmp_path)
+    try:
+        trainer._setup(resume=False)
+        before = [p.detach().clone() for p in trainer.field.parameters()]
+        loss = trainer.train_step(0)
+    finally:
+        from backend.trainer import log
+
+        log.removeHandler(trainer._log_handler)
+        trainer._log_handler.close()
+    assert loss is not None and loss > 0
+    changed = [not torch.equal(b, p) for b, p in zip(before, trainer.field.parameters())]
+    assert any(changed)
+
+
+def test_generate_sd_20_steps_writes_previews_and_mesh(tiny_model, tmp_path, capsys, monkeypatch):
+    from backend.config import CPU_PRESET
+
+    # The CPU preset with a 32³ voxel grid instead of 96³: the same code, a few times faster
+    # (generate has no --dense-resolution flag).
+    monkeypatch.setattr(cli, "preset_for", lambda device: {**CPU_PRESET, "dense_resolution": 32})
+    run_dir = tmp_path / "run"
+    argv = ["generate", "a red cube", "--guidance", "sd", "--model", str(tiny_model), "--device", "cpu", "--resolution", "32", "--steps", "20"]
+    argv += ["--preview-every", "10", "--mesh-resolution", "48", "--encoding", "dense", "--samples-per-ray", "16"]
+    argv += ["--preview-resolution", "32", "--run-dir", str(run_dir), "--quiet"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(run_dir)
+    assert (run_dir / "previews" / "step_00010.png").is_file() and (run_dir / "previews" / "step_00020.png").is_file()
+    assert (run_dir / "mesh.glb").stat().st_size > 0
+    assert (run_dir / "checkpoint.pt").is_file()
