@@ -21,6 +21,7 @@ CONFIG_FLAGS = {
     "negative_prompt": str, "seed": int, "steps": int, "schedule": str, "m1": float, "m2": float, "s1": float,
     "s2": float, "t_min": int, "t_max": int, "guidance": str, "model": str, "targets": str, "guidance_scale": float,
     "resolution": int, "preview_resolution": int, "samples_per_ray": int, "encoding": str, "background": str,
+    "dense_resolution": int, "mlp_hidden": int, "lambda_tv": float, "mesh_threshold": float,
     "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "export": str,
     "out": str, "run_dir": str, "device": str, "precision": str,
 }
@@ -102,7 +103,10 @@ def run_generate(args: argparse.Namespace) -> int:
             return fail(f"cannot resume {run_dir}: no readable config.json ({exc})", 2)
     else:
         config = config_from_args(args)
-        preflight(config)
+        try:
+            preflight(config)
+        except TrainingError as exc:
+            return fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), 1)
         run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.SIG_DFL)))

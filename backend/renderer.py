@@ -23,7 +23,7 @@ from .cameras import Cameras
 SHADINGS = ("albedo", "lambertian", "textureless")
 
 
-NORMAL_WEIGHT_THRESHOLD = 1e-4  # samples with a smaller compositing weight are shaded as ambient
+NORMAL_WEIGHT_THRESHOLD = 1e-3  # samples with a smaller compositing weight are shaded as ambient
 
 
 class Volume(Protocol):

@@ -68,6 +68,10 @@ def preflight(config: GenerationConfig) -> None:
         from .targets import load_targets
 
         load_targets(config.prompt, config.targets)  # raises TargetError naming unknown words
+    elif kind == "sd":
+        from .guidance.stable_diffusion import check_layout, resolve_model_folder
+
+        check_layout(resolve_model_folder(config.model))  # missing folder, layout, offline: TrainingError
 
 
 def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
@@ -106,8 +110,13 @@ class Trainer:
         self.run_id = run_id
         self.device = resolve_device(config.device)
         self.guidance_kind = resolve_guidance(config, self.device)
+        self._extract_requested = threading.Event()
         self.metrics: dict[str, Any] = {"step": [], "t": [], "loss": [], "step_s": [], "skipped_steps": []}
         self.outputs: dict[str, Any] = {"run_dir": str(self.run_dir)}
+
+    def request_extract(self) -> None:
+        """Thread-safe (protocol `extract`): export a mesh of the current field after the current step."""
+        self._extract_requested.set()
 
     # ------------------------------------------------------------------ setup
     def _setup(self, resume: bool) -> int:
@@ -242,6 +251,9 @@ class Trainer:
             for key, value in (("step", step), ("t", t), ("loss", loss), ("step_s", round(elapsed, 5))):
                 self.metrics[key].append(value)
             self.on_event(protocol.progress(self.run_id, step + 1, cfg.steps, t, math.nan if loss is None else loss, eta))
+            if self._extract_requested.is_set():
+                self._extract_requested.clear()
+                self._extract_now(step + 1)
             if cfg.preview_every and (step + 1) % cfg.preview_every == 0:
                 self.write_preview(step + 1)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
@@ -307,6 +319,22 @@ class Trainer:
             Image.fromarray((strip.numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)
         return path
 
+    def _extract_now(self, step: int) -> None:
+        """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
+        from .mesh import MeshError, export_mesh, extract_mesh
+
+        cfg = self.config
+        try:
+            with torch.no_grad():
+                mesh = extract_mesh(
+                    self.field.density, self.field.albedo, cfg.mesh_resolution, cfg.mesh_threshold, device=self.device, smooth=cfg.mesh_smooth
+                )
+        except MeshError as exc:
+            self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
+            return
+        path = export_mesh(mesh, self.run_dir / "extracts" / f"step_{step:05d}", ("glb",))["glb"]
+        self.on_event(protocol.mesh(self.run_id, str(path), len(mesh.vertices), len(mesh.faces)))
+
     def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
         from .mesh import MeshError, export_mesh, extract_mesh
 
@@ -315,7 +343,9 @@ class Trainer:
         self.mesh = None
         try:
             with torch.no_grad():
-                self.mesh = extract_mesh(self.field.density, self.field.albedo, cfg.mesh_resolution, cfg.extra.get("mesh_threshold", 25.0), device=self.device)
+                self.mesh = extract_mesh(
+                    self.field.density, self.field.albedo, cfg.mesh_resolution, cfg.mesh_threshold, device=self.device, smooth=cfg.mesh_smooth
+                )
         except MeshError as exc:
             log.warning("no mesh: %s", exc)
             self.on_event(protocol.log("warning", f"no mesh: {exc}"))

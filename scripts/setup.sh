@@ -17,4 +17,10 @@ fi
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet $TORCH_SPEC >&2
 .venv/bin/python -m pip install --quiet -e ".[dev]" >&2
+# Blender as a module for the add-on's headless tests (tests/addon); cp311 wheels only, ~820 MB.
+if [ "${DREAMTIME_SKIP_BPY:-0}" != 1 ] && .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  .venv/bin/python -m pip install --quiet "bpy==5.0.1" >&2
+else
+  echo "bpy skipped (needs Python 3.11): tests/addon will be skipped" >&2
+fi
 echo "DreamTime backend ready: $(pwd)/.venv" >&2

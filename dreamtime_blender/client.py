@@ -1,0 +1,283 @@
+"""Blender's side of the protocol (DESIGN §2, §9): one backend run at a time.
+
+`start()` spawns the backend and sends `generate`; `pump()` is the `bpy.app.timers` callback that
+drains the reader thread's queue on the main thread, applies the events to `scene.dreamtime`,
+and returns the next interval (None when there is nothing left to watch). Nothing here waits on
+the backend. Finished processes get `shutdown` and are reaped by later pumps; a backend that
+dies, writes garbage or goes silent is reported in the panel state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import bpy
+
+from . import backend_link, backend_python, mesh_import, preview, probe
+from .process import BackendProcess
+
+PUMP_INTERVAL = 0.1  # s between pumps while anything runs (previews reach the image within it)
+HANG_SECONDS = 120.0  # no event for this long: the panel says the backend seems stuck (preference)
+CANCEL_SECONDS = 60.0  # cancel not answered with done within this: the backend is killed
+EXIT_SECONDS = 10.0  # after shutdown: kill if still alive
+NON_FATAL = {"busy", "no_run", "unsupported", "extract"}  # reported, the run goes on
+
+
+class Run:
+    def __init__(self, process: BackendProcess, scene: bpy.types.Scene, run_id: str, config: dict):
+        self.process, self.scene_name, self.id, self.config = process, scene.name, run_id, config
+        self.cancel_at: float | None = None
+        self.extracts = 0  # extract requests not yet answered with a mesh
+        self.hang_warned = False
+        self.eof = False  # stdout closed: the process is gone or going
+        self.features: set[str] = set()  # from the backend's ready event
+
+
+_run: Run | None = None
+_closing: list[tuple[BackendProcess, float]] = []  # sent shutdown at this time; reaped by pump
+
+
+def preferences():
+    addon = bpy.context.preferences.addons.get(__package__)
+    return addon.preferences if addon else None
+
+
+def backend_python_path() -> tuple[str | None, str]:
+    prefs = preferences()
+    return backend_python.find_python(prefs.backend_python if prefs else "", prefs.venv_dir() if prefs else None)
+
+
+def new_process(python: str) -> BackendProcess:
+    return BackendProcess(python, backend_link.backend_root(), backend_link.protocol, preview.prepare).start()
+
+
+def is_running() -> bool:
+    return _run is not None
+
+
+def supports(feature: str) -> bool:
+    """Whether the running backend announced `feature` (e.g. "extract") in its ready event."""
+    return _run is not None and feature in _run.features
+
+
+def busy() -> bool:
+    """Anything left for pump() to watch: a run, a backend test, or a process still exiting."""
+    return bool(_run or probe.active() or _closing)
+
+
+# ---------------------------------------------------------------------- requests
+def start(scene: bpy.types.Scene) -> str | None:
+    """Start a run for the scene's settings; an error message instead, also shown in the panel."""
+    global _run
+    props = scene.dreamtime
+    if _run is not None:
+        return "a run is already going; cancel it first"
+    props.error = props.error_hint = props.warning = ""
+    try:
+        config = props.check(preferences())
+    except (ValueError, TypeError) as exc:
+        return _fail(props, str(exc), "Fix this setting and press Generate again.")
+    python, source = backend_python_path()
+    if python is None:
+        return _fail(props, "No backend Python found.", backend_python.HOW_TO_INSTALL)
+    try:
+        process = new_process(python)
+    except OSError as exc:
+        return _fail(props, f"Cannot start the backend with {python} ({source}): {exc}", "Check Backend Python in the preferences.")
+    run_id = uuid.uuid4().hex[:12]
+    process.send(backend_link.protocol.message("generate", id=run_id, config=config))
+    _run = Run(process, scene, run_id, config)
+    props.running, props.status, props.run_id = True, "starting the backend", run_id
+    props.step, props.steps_total, props.t, props.loss, props.eta = 0, config["steps"], 0, 0.0, 0.0
+    ensure_timer()
+    return None
+
+
+def cancel() -> None:
+    """First call: ask the run to stop (it still writes its mesh). Second call: kill it."""
+    if _run is None:
+        return
+    if _run.cancel_at is None:
+        _run.cancel_at = time.monotonic()
+        _run.process.send(backend_link.protocol.message("cancel", id=_run.id))
+        _set(status="cancelling: finishing the current step and writing the mesh")
+    else:
+        _end_run(kill=True)
+
+
+def extract() -> None:
+    if _run is not None and _run.process.send(backend_link.protocol.message("extract", id=_run.id)):
+        _run.extracts += 1
+
+
+def stop_all() -> None:
+    """Stop every backend now and reap it (unregister, file load). Blocks at most a few seconds."""
+    global _run
+    probe.cancel()
+    processes = [p for p, _ in _closing] + ([_run.process] if _run else [])
+    for process in processes:
+        process.stop(grace=1.0)
+    if _run is not None:
+        _set(running=False, status="stopped")
+    _run = None
+    _closing.clear()
+    if bpy.app.timers.is_registered(pump):
+        bpy.app.timers.unregister(pump)
+
+
+# ---------------------------------------------------------------------- the timer
+def pump() -> float | None:
+    """Drain and apply what the backends said; return the next interval, or None when idle."""
+    probe.pump()
+    if _run is not None:
+        _pump_run(_run)
+    _reap()
+    return PUMP_INTERVAL if busy() else None
+
+
+def _pump_run(run: Run) -> None:
+    props = _props()
+    if props is None:  # the scene was deleted or another file loaded
+        _end_run(kill=True)
+        return
+    items = run.process.drain()
+    previews = [i for i, (kind, item) in enumerate(items) if kind == "event" and item["type"] == "preview"]
+    for index, (kind, item) in enumerate(items):
+        if _run is not run:
+            return
+        if kind == "event" and not (item["type"] == "preview" and index != previews[-1]):  # only the newest preview
+            _apply(run, props, item)
+        elif kind == "eof":
+            run.eof = True
+        elif kind == "garbage":
+            props.warning = f"The backend wrote a line that is not protocol: {item}"
+            print("DreamTime:", props.warning)
+    if _run is not run:
+        return
+    if run.hang_warned and items:
+        run.hang_warned, props.warning = False, ""
+    if run.eof:
+        code, tail = run.process.returncode, run.process.stderr_tail()
+        _fail(props, f"The backend stopped unexpectedly ({'still closing' if code is None else f'exit code {code}'}).", tail or "See the system console.")
+        _end_run(kill=True)
+    elif run.cancel_at is not None and time.monotonic() - run.cancel_at > CANCEL_SECONDS:
+        _fail(props, f"The backend did not stop within {CANCEL_SECONDS:.0f} s of Cancel; it was killed.", "The run folder keeps the last checkpoint.")
+        _end_run(kill=True)
+    elif run.process.silent_for() > _hang_seconds() and not run.hang_warned:
+        run.hang_warned = True
+        props.warning = f"No word from the backend for {run.process.silent_for():.0f} s; it may be stuck (Cancel twice kills it)."
+
+
+def _apply(run: Run, props, event: dict) -> None:
+    kind = event["type"]
+    if event.get("id") not in (run.id, None):
+        return
+    if kind == "ready":
+        if event["version"] != backend_link.protocol.PROTOCOL_VERSION:
+            _fail(props, f"The backend speaks protocol {event['version']}; this add-on speaks {backend_link.protocol.PROTOCOL_VERSION}.", "Update the add-on and the backend together.")
+            _end_run(kill=True)
+            return
+        props.status, run.features = f"running on {event['device']}", set(event["features"])
+    elif kind == "progress":
+        props.step, props.steps_total, props.t = event["step"], event["steps"], event["t"]
+        props.loss, props.eta = event["loss"] if event["loss"] is not None else float("nan"), event["eta_s"]
+    elif kind == "preview":
+        if preview.apply(event) is None:
+            props.warning = f"Preview {event['path']} unreadable: {event.get('_prepare_error', 'no pixels')}"
+        props.preview_path = event["path"]
+    elif kind == "mesh":
+        _mesh(run, props, event)
+    elif kind == "done":
+        _done(run, props, event["outputs"])
+    elif kind == "error":
+        if event["code"] in NON_FATAL or event["id"] is None:
+            props.warning = f"{event['message']} {event.get('hint', '')}".strip()
+            run.extracts = max(run.extracts - (event["code"] in ("unsupported", "no_run", "extract")), 0)
+        else:
+            _fail(props, event["message"], event.get("hint", ""))
+            _end_run()
+    elif kind == "log" and event["level"] in ("warning", "error"):
+        props.warning = event["message"]
+
+
+def _mesh(run: Run, props, event: dict) -> None:
+    props.mesh_path = event["path"]
+    prompt = run.config.get("prompt", "DreamTime")
+    name = f"{prompt} (step {props.step})" if run.extracts else prompt
+    run.extracts = max(run.extracts - 1, 0)
+    if props.auto_import:
+        try:
+            mesh_import.import_mesh(bpy.context, event["path"], name)
+        except (RuntimeError, OSError) as exc:
+            props.warning = f"Mesh import failed: {exc}"
+
+
+def _done(run: Run, props, outputs: dict) -> None:
+    props.run_dir = outputs.get("run_dir", "")
+    item = props.history.add()
+    item.prompt, item.seed, item.schedule = run.config["prompt"], run.config["seed"], run.config["schedule"]
+    item.status = "cancelled" if run.cancel_at is not None else "done"
+    item.run_dir, item.mesh_path, item.config_json = props.run_dir, outputs.get("mesh_glb", props.mesh_path), json.dumps(run.config)
+    props.history_index = len(props.history) - 1
+    props.running, props.status = False, f"{item.status}: {outputs.get('steps_done', props.step)} steps"
+    _end_run()
+
+
+# ---------------------------------------------------------------------- helpers
+def _end_run(kill: bool = False) -> None:
+    """Forget the run; its process gets shutdown (or is killed) and is reaped by pump()."""
+    global _run
+    if _run is None:
+        return
+    _set(running=False)
+    run, _run = _run, None
+    retire(run.process, kill)
+
+
+def retire(process: BackendProcess, kill: bool = False) -> None:
+    """Ask a process to exit (or kill it); later pumps reap it."""
+    if kill:
+        process.proc.kill()
+    else:
+        process.send(backend_link.protocol.message("shutdown"))
+    _closing.append((process, time.monotonic()))
+    ensure_timer()
+
+
+def _reap() -> None:
+    for entry in list(_closing):
+        process, since = entry
+        if process.returncode is None and time.monotonic() - since > EXIT_SECONDS:
+            process.proc.kill()
+        if process.returncode is not None:
+            process.stop()  # already exited: reaps and closes the pipes without waiting
+            _closing.remove(entry)
+
+
+def _hang_seconds() -> float:
+    prefs = preferences()
+    return float(prefs.hang_seconds) if prefs is not None else HANG_SECONDS
+
+
+def _props():
+    scene = bpy.data.scenes.get(_run.scene_name) if _run else None
+    return scene.dreamtime if scene else None
+
+
+def _set(**values) -> None:
+    props = _props()
+    for name, value in values.items():
+        if props is not None:
+            setattr(props, name, value)
+
+
+def _fail(props, message: str, hint: str) -> str:
+    props.error, props.error_hint, props.running, props.status = message, hint, False, "error"
+    return message
+
+
+def ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(pump):
+        bpy.app.timers.register(pump, first_interval=PUMP_INTERVAL)

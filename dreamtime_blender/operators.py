@@ -1,0 +1,133 @@
+"""Operators: generate, cancel, extract now, import a mesh, install and test the backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bpy.props import IntProperty, StringProperty
+from bpy.types import Operator
+
+from . import client, installer, mesh_import, probe
+
+
+class DREAMTIME_OT_generate(Operator):
+    """Start a generation with the panel's settings (or a history entry's)"""
+
+    bl_idname = "dreamtime.generate"
+    bl_label = "Generate"
+
+    history_index: IntProperty(default=-1, options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and not client.is_running()
+
+    def execute(self, context):
+        props = context.scene.dreamtime
+        if 0 <= self.history_index < len(props.history):
+            props.load_config(json.loads(props.history[self.history_index].config_json or "{}"))
+        error = client.start(context.scene)
+        if error:
+            self.report({"ERROR"}, error)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_cancel(Operator):
+    """Stop the run after its current step; it still writes its mesh. Twice: kill the backend"""
+
+    bl_idname = "dreamtime.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        return client.is_running()
+
+    def execute(self, context):
+        client.cancel()
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_extract_now(Operator):
+    """Export a mesh of the field as it is now, without stopping the run"""
+
+    bl_idname = "dreamtime.extract_now"
+    bl_label = "Extract Now"
+
+    @classmethod
+    def poll(cls, context):
+        if not client.supports("extract"):
+            cls.poll_message_set("The backend offers no mid-run extract yet (it writes the mesh when the run ends)")
+            return False
+        return True
+
+    def execute(self, context):
+        client.extract()
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_import_mesh(Operator):
+    """Import a DreamTime mesh (glb, ply or obj) at the 3D cursor"""
+
+    bl_idname = "dreamtime.import_mesh"
+    bl_label = "Import Mesh"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filter_glob: StringProperty(default="*.glb;*.gltf;*.ply;*.obj", options={"HIDDEN"})
+    name: StringProperty(name="Name", description="Object name (default: the prompt of the last run)", options={"SKIP_SAVE"})
+
+    def invoke(self, context, event):
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        path = self.filepath or context.scene.dreamtime.mesh_path
+        name = self.name or (context.scene.dreamtime.prompt if path == context.scene.dreamtime.mesh_path else Path(path).stem)
+        try:
+            obj = mesh_import.import_mesh(context, path, name)
+        except (RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.polygons)} faces)")
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_install_backend(Operator):
+    """Make a virtual environment in the extension's user folder and install the backend's requirements (torch, diffusers: several GB)"""
+
+    bl_idname = "dreamtime.install_backend"
+    bl_label = "Install Backend"
+
+    def execute(self, context):
+        prefs = client.preferences()
+        if prefs is None:
+            return {"CANCELLED"}
+
+        def status(text: str) -> None:
+            prefs.install_status = text
+
+        if not installer.start(installer.commands(prefs.venv_dir()), status):
+            self.report({"WARNING"}, "An install is already running")
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_test_backend(Operator):
+    """Start the backend once and show its ready answer (protocol, device, features)"""
+
+    bl_idname = "dreamtime.test_backend"
+    bl_label = "Test Backend"
+
+    def execute(self, context):
+        self.report({"INFO"}, probe.start())
+        return {"FINISHED"}
+
+
+classes = (
+    DREAMTIME_OT_generate, DREAMTIME_OT_cancel, DREAMTIME_OT_extract_now, DREAMTIME_OT_import_mesh,
+    DREAMTIME_OT_install_backend, DREAMTIME_OT_test_backend,
+)

@@ -1,0 +1,71 @@
+"""Add-on preferences (DESIGN §9): which Python runs the backend, model, device, output folder;
+"Test backend" shows the backend's `ready` answer; "Install backend" makes a venv for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, FloatProperty, StringProperty
+from bpy.types import AddonPreferences
+
+from . import backend_python, client, installer
+
+DEVICES = [("auto", "Auto", "CUDA when available, else CPU"), ("cpu", "CPU", ""), ("cuda", "CUDA", "")]
+
+
+def user_dir() -> Path:
+    """The extension's own user folder (a folder in Blender's config for a legacy add-on)."""
+    try:
+        return Path(bpy.utils.extension_path_user(__package__, create=True))
+    except (ValueError, RuntimeError, AttributeError):
+        return Path(bpy.utils.user_resource("CONFIG", path="dreamtime", create=True))
+
+
+class DreamTimePreferences(AddonPreferences):
+    bl_idname = __package__
+
+    backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH", description="A Python with torch and the backend's requirements; empty: see the search order below")
+    model: StringProperty(name="Model", default="stabilityai/stable-diffusion-2-1-base", description="Stable Diffusion hub id or local diffusers folder")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    output_folder: StringProperty(name="Output Folder", subtype="DIR_PATH", description="Run folders go here; empty: the extension's user folder")
+    hang_seconds: FloatProperty(name="Silence Warning", default=120, min=1, unit="TIME_ABSOLUTE", description="Say the backend seems stuck after this long without a word")
+    backend_status: StringProperty(name="Backend Status")
+    install_status: StringProperty(name="Install Status")
+
+    def venv_dir(self) -> Path:
+        return user_dir() / "venv"
+
+    def runs_dir(self) -> str:
+        return bpy.path.abspath(self.output_folder) if self.output_folder.strip() else str(user_dir() / "runs")
+
+    def config_values(self) -> dict:
+        return {"device": self.device, "model": self.model, "out": self.runs_dir()}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "backend_python")
+        python, source = client.backend_python_path()
+        box = layout.box()
+        if python is None:
+            for index, line in enumerate(_wrap(backend_python.HOW_TO_INSTALL)):
+                box.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+        else:
+            box.label(text=f"Backend Python: {python} ({source})", icon="CHECKMARK")
+        row = layout.row()
+        row.operator("dreamtime.test_backend", icon="PLAY")
+        row.operator("dreamtime.install_backend", icon="IMPORT").enabled = not installer.running()
+        if self.backend_status:
+            layout.label(text=self.backend_status)
+        if self.install_status:
+            layout.label(text=f"Install: {self.install_status}")
+        layout.prop(self, "model")
+        layout.prop(self, "device")
+        layout.prop(self, "output_folder")
+        layout.prop(self, "hang_seconds")
+
+
+def _wrap(text: str, width: int = 90) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width)

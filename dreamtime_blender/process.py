@@ -1,0 +1,142 @@
+"""The backend process seen from Blender: spawn, write, read, stop. Standard library only.
+
+`python -m backend serve` runs with cwd and PYTHONPATH at the backend sources. A reader thread
+turns each stdout line into an item on a queue — ("event", dict) or ("garbage", text), and
+("eof", None) at the end — after running `prepare(event)` on it there (the preview PNG is decoded
+on that thread, not on Blender's main thread). Another thread keeps stderr's last lines for error
+messages. `drain()` never blocks; `stop()` ends the process and reaps it (no zombie).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+STDERR_LINES = 40  # stderr lines kept for an error's hint
+
+
+class BackendProcess:
+    def __init__(self, python: str, root: Path, protocol, prepare: Callable[[dict], None] | None = None):
+        """`protocol` is the backend's protocol module (backend_link.protocol in Blender)."""
+        self.python, self.root, self.protocol = python, Path(root), protocol
+        self.prepare = prepare or (lambda event: None)
+        self.items: queue.Queue = queue.Queue()
+        self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.proc: subprocess.Popen | None = None
+        self.last_output = time.monotonic()  # when stdout last said anything
+        self._write_lock = threading.Lock()
+
+    def start(self) -> "BackendProcess":
+        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONSTARTUP")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.root), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "backend", "serve"],
+            cwd=self.root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
+        self.last_output = time.monotonic()
+        threading.Thread(target=self._read_stdout, name="dreamtime-stdout", daemon=True).start()
+        threading.Thread(target=self._read_stderr, name="dreamtime-stderr", daemon=True).start()
+        return self
+
+    # ------------------------------------------------------------------ threads
+    def _read_stdout(self) -> None:
+        decode = self._decode
+        try:
+            for line in self.proc.stdout:
+                self.last_output = time.monotonic()
+                self.items.put(decode(line))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.items.put(("eof", None))
+
+    def _decode(self, line: bytes) -> tuple[str, Any]:
+        try:
+            event = self.protocol.decode(line, self.protocol.EVENTS)
+        except self.protocol.ProtocolError as exc:
+            return "garbage", f"{exc}: {line[:200]!r}"
+        try:
+            self.prepare(event)
+        except Exception as exc:  # a bad preview file must not kill the reader
+            event["_prepare_error"] = f"{type(exc).__name__}: {exc}"
+        return "event", event
+
+    def _read_stderr(self) -> None:
+        try:
+            for line in self.proc.stderr:
+                self.stderr.append(line.decode("utf-8", "replace").rstrip())
+        except (OSError, ValueError):
+            pass
+
+    # ------------------------------------------------------------------ main thread
+    def send(self, message: dict) -> bool:
+        """Write one request; False if the process is gone."""
+        line = self.protocol.encode(message).encode("utf-8")
+        with self._write_lock:
+            try:
+                self.proc.stdin.write(line)
+                self.proc.stdin.flush()
+                return True
+            except (OSError, ValueError, AttributeError):
+                return False
+
+    def drain(self, limit: int = 10_000) -> list[tuple[str, Any]]:
+        """Everything the reader has queued so far (never blocks)."""
+        items = []
+        while len(items) < limit:
+            try:
+                items.append(self.items.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def stderr_tail(self, lines: int = 8) -> str:
+        return "\n".join(list(self.stderr)[-lines:])
+
+    def silent_for(self) -> float:
+        """Seconds since stdout last said anything."""
+        return time.monotonic() - self.last_output
+
+    def stop(self, grace: float = 2.0) -> int | None:
+        """Close stdin (the backend cancels and exits), then terminate, then kill; always reaps."""
+        if self.proc is None:
+            return None
+        for step in (self._close_stdin, self.proc.terminate, self.proc.kill):
+            if self.proc.poll() is not None:
+                break
+            step()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                continue
+        if self.proc.poll() is None:
+            self.proc.wait()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except (OSError, ValueError):
+                pass
+        return self.proc.returncode
+
+    def _close_stdin(self) -> None:
+        with self._write_lock:
+            try:
+                self.proc.stdin.close()
+            except (OSError, ValueError):
+                pass
