@@ -25,10 +25,11 @@ import torch
 
 from . import protocol
 from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
-from .config import ConfigError, GenerationConfig
+from .config import GenerationConfig
 from .field import NeRFField
 from .guidance import View
 from .renderer import RenderSettings, render
+from .run_setup import TrainingError, build_guidance, preflight, resolve_device, resolve_guidance  # noqa: F401 (re-exported)
 from .run_folder import atomic_path, atomic_write_text
 from .schedule import timesteps
 
@@ -36,62 +37,6 @@ log = logging.getLogger("dreamtime")
 
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
 CHECKPOINT_VERSION = 1
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on; `code` and `hint` travel in the protocol's error event."""
-
-    def __init__(self, code: str, message: str, hint: str = ""):
-        super().__init__(message)
-        self.code, self.hint = code, hint
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was asked for but no CUDA device is available; use --device cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def resolve_guidance(config: GenerationConfig, device: torch.device) -> str:
-    if config.guidance != "auto":
-        return config.guidance
-    return "sd" if device.type == "cuda" else "analytic"
-
-
-def preflight(config: GenerationConfig) -> None:
-    """Cheap checks that need no model or grid: run them before making a run folder."""
-    config.validate()
-    kind = resolve_guidance(config, resolve_device(config.device))
-    if kind == "analytic":
-        from .targets import load_targets
-
-        load_targets(config.prompt, config.targets)  # raises TargetError naming unknown words
-    elif kind == "sd":
-        from .guidance.stable_diffusion import check_layout, resolve_model_folder
-
-        check_layout(resolve_model_folder(config.model))  # missing folder, layout, offline: TrainingError
-
-
-def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
-    """The guidance object for `kind`, on `device`."""
-    if kind == "analytic":
-        from .guidance.analytic import AnalyticGuidance
-        from .schedule import scaled_linear_alphas_cumprod
-        from .target_volumes import TargetSet
-        from .targets import library, load_targets
-
-        if config.background == "learned":
-            raise ConfigError("background", "the analytic prior needs a known background: random, white or black")
-        scale = 1.0 if config.guidance_scale < 0 else config.guidance_scale
-        targets = TargetSet(load_targets(config.prompt, config.targets), device=device)
-        unconditional = TargetSet(library(), device=device) if scale != 1.0 else None
-        alphas_cumprod = torch.tensor(scaled_linear_alphas_cumprod(), dtype=torch.float32, device=device)
-        return AnalyticGuidance(targets, alphas_cumprod, scale, unconditional)
-    from .guidance.stable_diffusion import build_sd_guidance
-
-    return build_sd_guidance(config, device)
 
 
 class Trainer:

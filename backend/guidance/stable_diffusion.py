@@ -15,7 +15,7 @@ w(t) and behind the TP-SDS schedule's W_d.
 Loading: a local folder is read with `local_files_only=True`; a hub id is looked up in the local
 Hugging Face cache first and downloaded (once) only when it is not there. Every failure — missing
 folder, wrong layout, no network, unreadable weights — ends in one `TrainingError(code, message,
-hint)` from backend.trainer, never a stack trace.
+hint)` from backend.run_setup, never a stack trace.
 
 On CUDA the UNet and VAE run in fp16 (precision "auto"), channels-last, with PyTorch's
 scaled-dot-product attention. The text encoder runs once, for the five prompts (four view
@@ -97,7 +97,7 @@ class StableDiffusionParts:
 
 
 def _error(code: str, message: str, hint: str = ""):
-    from ..trainer import TrainingError  # lazily: the trainer imports this module lazily too
+    from ..run_setup import TrainingError  # lazily: run_setup imports this module lazily too
 
     return TrainingError(code, message, hint)
 
