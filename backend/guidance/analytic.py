@@ -42,7 +42,6 @@ class AnalyticGuidance:
         self.targets, self.unconditional = targets, unconditional
         self.alphas_cumprod = alphas_cumprod  # (T,)
         self.guidance_scale = guidance_scale
-        self.last_responsibilities: torch.Tensor | None = None  # (B, K) of the last step, for logs
 
     def _images(self, targets: TargetSet, view: View) -> torch.Tensor:
         images = targets.render(view.cameras, view.resolution, view.n_samples, view.settings, view.radius)  # (K, B, H, W, 3)
@@ -50,9 +49,7 @@ class AnalyticGuidance:
 
     def eps_hat(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, view: View) -> torch.Tensor:
         """Guided noise prediction (B, D) at x_t (B, D)."""
-        x0 = self._images(self.targets, view)
-        mean, self.last_responsibilities = posterior_mean(x_t, x0, self.targets.log_weights, alpha_bar)
-        eps_cond = (x_t - alpha_bar[:, None].sqrt() * mean) / (1 - alpha_bar[:, None]).sqrt()
+        eps_cond = exact_eps(x_t, self._images(self.targets, view), self.targets.log_weights, alpha_bar)
         if self.guidance_scale == 1.0:
             return eps_cond
         eps_uncond = exact_eps(x_t, self._images(self.unconditional, view), self.unconditional.log_weights, alpha_bar)
