@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--samples-per-ray", type=int)
     step.add_argument("--batch-size", type=int, default=1)
     step.add_argument("--low-vram", action="store_true", help="sd: attention slicing, VAE checkpointing")
+    from .bench_convergence import add_arguments
+
+    add_arguments(bench.add_parser("convergence", help="schedules x seeds x prompts: quality, diversity, steps-to-quality; bench.json + plots"))
+    add_arguments(bench.add_parser("sensitivity", help="TP-SDS with m1, m2, s1, s2 across their slider ranges and W_d off"), sensitivity=True)
+    bench.add_parser("report", help="bench.json as Markdown tables").add_argument("bench_json")
     return parser
 
 
@@ -167,9 +172,15 @@ def run_make_model(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from . import bench_step
+    from . import bench_convergence, bench_step
 
-    return {"step": bench_step.run}[args.bench](args)
+    if args.bench == "step":
+        return bench_step.run(args)
+    if args.bench == "report":
+        from . import bench_report
+
+        return bench_report.run_cli(args)
+    return bench_convergence.run_cli(args, sensitivity=args.bench == "sensitivity")
 
 
 def fail(message: str, status: int) -> int:

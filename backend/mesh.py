@@ -139,6 +139,8 @@ def extract_mesh(
     vertices = np.clip((vertices - 1.0) * (2.0 * bound / (resolution - 1)) - bound, -bound, bound)  # (V, 3)
     mesh = trimesh.Trimesh(vertices, faces, process=True)  # merges duplicate vertices
     mesh.update_faces(mesh.nondegenerate_faces())
+    if len(mesh.faces) == 0:  # smoothing can lower thin peaks below the threshold
+        raise MeshError(f"no surface above density threshold {threshold:g} after smoothing ({smooth:g}); lower mesh_smooth or the threshold")
 
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))  # (F,)
     sizes = np.bincount(labels)  # faces per component

@@ -47,10 +47,12 @@ class Trainer:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stop: threading.Event | None = None,
         run_id: str = "run",
+        on_step: Callable[[int], None] | None = None,
     ):
         self.config = config.validate()
         self.run_dir = Path(run_dir)
         self.on_event = on_event or (lambda event: None)
+        self.on_step = on_step or (lambda steps_done: None)  # after setup and after every step (benchmarks)
         self.stop = stop or threading.Event()
         self.run_id = run_id
         self.device = resolve_device(config.device)
@@ -164,6 +166,7 @@ class Trainer:
     def _loop(self, start: int) -> None:
         cfg = self.config
         self.last_step = start
+        self.on_step(start)
         bad_in_a_row = 0
         recent: list[float] = []
         for step in range(start, cfg.steps):
@@ -196,6 +199,7 @@ class Trainer:
             for key, value in (("step", step), ("t", t), ("loss", loss), ("step_s", round(elapsed, 5))):
                 self.metrics[key].append(value)
             self.on_event(protocol.progress(self.run_id, step + 1, cfg.steps, t, math.nan if loss is None else loss, eta))
+            self.on_step(step + 1)
             if self._extract_requested.is_set():
                 self._extract_requested.clear()
                 self._extract_now(step + 1)

@@ -1,0 +1,286 @@
+"""`python -m backend bench convergence` and `bench sensitivity` (issue 5, DESIGN §10).
+
+Every schedule variant × suite entry × seed is one normal training run (backend.trainer.Trainer)
+with everything else identical: the same seed gives the same initialization, cameras, shading
+and diffusion noise at every step, so runs differ only in t(i). Every `eval_every` steps the
+field's evaluation ring is scored against the targets (bench_metrics); at the end the run's own
+metrics add the final quality and the mesh's Chamfer error. Results go to `bench.json` and plots.
+
+Runs are independent processes' work (`--jobs`); each run folder keeps `bench_run.json`, and a
+rerun with the same settings reuses it, so an interrupted bench loses at most the runs in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import bench_metrics
+from .bench_suite import SuiteEntry, suite_entries, write_targets
+from .config import GenerationConfig
+from .run_folder import atomic_write_text
+
+log = logging.getLogger("dreamtime")
+
+# Analytic runs small enough for a 2-core CPU: a quick suite (4 prompts x 3 schedules x 3 seeds)
+# in under 15 minutes. Everything not named here is the device's generation preset.
+BENCH_PRESET: dict[str, Any] = {
+    "steps": 300,
+    "resolution": 32,
+    "preview_resolution": 48,
+    "samples_per_ray": 32,
+    "dense_resolution": 64,
+    "mesh_resolution": 96,
+    "preview_every": 0,
+    "checkpoint_every": 0,
+}
+
+# The sensitivity sweep: each TP-SDS parameter across its panel slider range, the rest at default.
+SWEEP_VALUES = {"m1": (600.0, 1000.0), "m2": (200.0, 700.0), "s1": (50.0, 1000.0), "s2": (25.0, 400.0)}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One schedule to compare: a label and the config fields it sets."""
+
+    label: str
+    overrides: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def schedule_variants(names: list[str]) -> list[Variant]:
+    return [Variant(name, {"schedule": name}) for name in names]
+
+
+def sensitivity_variants() -> list[Variant]:
+    """tp at its defaults, each of m1, m2, s1, s2 at both ends of its slider, and W_d off."""
+    variants = [Variant("tp", {"schedule": "tp"})]
+    for name, values in SWEEP_VALUES.items():
+        variants += [Variant(f"tp_{name}={value:g}", {"schedule": "tp", name: value}) for value in values]
+    return variants + [Variant("tp_no_wd", {"schedule": "tp", "use_w_d": False})]
+
+
+def bench_config(base: dict[str, Any], entry: SuiteEntry, targets_file: str, seed: int, variant: Variant, run_dir: Path) -> GenerationConfig:
+    values = {**base, **variant.overrides, "prompt": entry.prompt, "targets": targets_file, "seed": seed, "run_dir": str(run_dir)}
+    return GenerationConfig(**values).validate()
+
+
+# ---------------------------------------------------------------------- one run (in a worker)
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one config, scoring the evaluation ring every `eval_every` steps. Returns the result.
+
+    Reuses `bench_run.json` in the run folder when it was made with the same config.
+    """
+    run_dir = Path(job["config"]["run_dir"])
+    saved = run_dir / "bench_run.json"
+    if saved.exists():
+        try:
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+            if previous.get("config") == job["config"] and previous.get("eval_every") == job["eval_every"]:
+                return {**previous, "reused": True}
+        except (OSError, ValueError):
+            pass  # unreadable: run again
+    import torch
+
+    from .metrics import ring_quality
+    from .trainer import Trainer
+
+    config = GenerationConfig.from_dict(job["config"]).validate()
+    curve: dict[str, list] = {"eval_steps": [], "psnr": [], "consistency": [], "best_target": []}
+    target_images: list[Any] = []  # rendered once, on the first evaluation
+
+    def evaluate(steps_done: int) -> None:
+        if trainer.guidance_kind != "analytic" or (steps_done % job["eval_every"] and steps_done != config.steps):
+            return
+        resolution = config.preview_resolution
+        with torch.no_grad():
+            if not target_images:
+                settings = trainer._eval_settings(trainer.ring)
+                target_images.append(trainer.guidance.targets.render(trainer.ring, resolution, config.samples_per_ray, settings, config.scene_radius))
+            quality = ring_quality(trainer.render_ring(resolution), target_images[0], trainer.guidance.targets.names)
+        for key, value in (("eval_steps", steps_done), ("psnr", quality["psnr"]), ("consistency", quality["consistency"]), ("best_target", quality["best_target"])):
+            curve[key].append(value)
+
+    trainer = Trainer(config, run_dir, on_step=evaluate)
+    tick = time.perf_counter()
+    trainer.run()
+    metrics = trainer.metrics
+    result = {
+        "label": job["label"], "entry": job["entry"], "kind": job["kind"], "seed": config.seed,
+        "config": job["config"], "eval_every": job["eval_every"], "run_dir": str(run_dir),
+        **curve,
+        "quality": metrics.get("quality"),
+        "target_names": list(trainer.guidance.targets.names) if trainer.guidance_kind == "analytic" else [],
+        "chamfer_rel": metrics.get("mesh", {}).get("chamfer_rel"),
+        "mesh_euler": metrics.get("mesh", {}).get("euler"),
+        "final_loss": next((v for v in reversed(metrics["loss"]) if v is not None), None),
+        "wall_s": round(time.perf_counter() - tick, 2),
+    }
+    atomic_write_text(saved, json.dumps(result, indent=1))
+    return result
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("dreamtime").setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------- the whole bench
+def run_bench(
+    variants: list[Variant],
+    entries: tuple[SuiteEntry, ...],
+    seeds: int,
+    out: Path,
+    base: dict[str, Any],
+    eval_every: int,
+    jobs: int = 1,
+    suite: str = "",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every variant × entry × seed, write `bench.json` and the plots into `out`. Returns bench.json's dict."""
+    from tqdm import tqdm
+
+    from . import bench_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    job_list = []
+    for entry in entries:
+        targets_file = write_targets(entry, out / "targets")
+        for variant in variants:
+            for seed in range(seeds):
+                run_dir = out / "runs" / variant.label / entry.name / f"seed{seed}"
+                config = bench_config(base, entry, targets_file, seed, variant, run_dir)
+                job_list.append({"label": variant.label, "entry": entry.name, "kind": entry.kind, "config": config.to_dict(),
+                                 "eval_every": eval_every})
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(job_list), file=sys.stderr, disable=not progress, unit="run", desc="bench")
+    if jobs > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(1,)) as pool:
+            for future in as_completed([pool.submit(run_one, job) for job in job_list]):
+                results.append(future.result())
+                bar.update()
+    else:
+        for job in job_list:
+            results.append(run_one(job))
+            bar.update()
+    bar.close()
+    order = {(j["label"], j["entry"], j["config"]["seed"]): i for i, j in enumerate(job_list)}
+    results.sort(key=lambda r: order[(r["label"], r["entry"], r["seed"])])
+
+    steps = base["steps"]
+    analytic = all(r["quality"] is not None for r in results)
+    summary = bench_metrics.summarize(results, steps) if analytic else bench_metrics.loss_summary(results)
+    bench = {
+        "suite": suite,
+        "steps": steps,
+        "seeds": seeds,
+        "eval_every": eval_every,
+        "entries": [asdict(entry) for entry in entries],
+        "variants": {v.label: v.overrides for v in variants},
+        "base_config": {k: v for k, v in base.items()},
+        "threshold_fractions": list(bench_metrics.THRESHOLD_FRACTIONS),
+        "schedules": summary,
+        "ratios": bench_metrics.ratios(summary) if analytic else {},
+        "wall_s": round(time.perf_counter() - started, 1),
+        "runs_reused": sum(bool(r.get("reused")) for r in results),
+        "jobs": jobs,
+        "cpu_count": os.cpu_count(),
+        "runs": [{k: v for k, v in r.items() if k != "config"} for r in results],
+    }
+    atomic_write_text(out / "bench.json", json.dumps(bench, indent=1))
+    bench["plots"] = [str(p) for p in bench_plots.write_all(bench, out / "plots")]
+    atomic_write_text(out / "bench.json", json.dumps(bench, indent=1))
+    return bench
+
+
+# ---------------------------------------------------------------------- CLI
+def add_arguments(parser, sensitivity: bool = False) -> None:
+    parser.add_argument("--suite", default="sweep" if sensitivity else "quick", help="quick | full | minimal (sensitivity: sweep)")
+    if not sensitivity:
+        parser.add_argument("--schedules", default="tp,uniform,linear", help="comma-separated: tp, uniform, linear")
+    parser.add_argument("--seeds", type=int, default=2 if sensitivity else 3, help="seeds 0..N-1 per prompt and schedule")
+    parser.add_argument("--steps", type=int, help=f"optimization steps per run (default {BENCH_PRESET['steps']} on the analytic prior)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations (default steps/12)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any config field for every run, e.g. --set resolution=64 (repeatable)")
+    parser.add_argument("--targets", default="", help="a JSON targets file: bench just this set")
+    parser.add_argument("--guidance", default="analytic", choices=("analytic", "sd"))
+    parser.add_argument("--model", help="sd: hub id or local diffusers folder")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--jobs", type=int, help="runs in parallel processes (default: 2 on a CPU with >= 2 cores, else 1)")
+    parser.add_argument("--out", default="bench_sensitivity" if sensitivity else "bench", help="output folder (bench.json, plots/, runs/)")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def base_config(args) -> dict[str, Any]:
+    """The config every run shares: the device's preset, the bench preset (analytic), the flags."""
+    import torch
+
+    from .config import preset_for
+
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    base: dict[str, Any] = {**preset_for(device), "device": device, "guidance": args.guidance}
+    if args.guidance == "analytic":
+        base.update(BENCH_PRESET)
+    elif args.model:
+        base["model"] = args.model
+    if args.steps:
+        base["steps"] = args.steps
+    base.update(parse_overrides(args.set))
+    return base
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` strings as config values, typed like the field's default (JSON for dicts)."""
+    from .config import ConfigError
+
+    defaults = GenerationConfig().to_dict()
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in defaults:
+            raise ConfigError(name or item, f"--set needs FIELD=VALUE with a config field; known: {', '.join(sorted(defaults))}")
+        kind = type(defaults[name])
+        try:
+            if kind is bool:
+                value: Any = {"true": True, "1": True, "false": False, "0": False}[text.strip().lower()]
+            elif kind in (dict, list):
+                value = json.loads(text)
+            else:
+                value = kind(text)
+        except (KeyError, ValueError):
+            raise ConfigError(name, f"cannot read {text!r} as {kind.__name__}") from None
+        values[name] = value
+    return values
+
+
+def run_cli(args, sensitivity: bool = False) -> int:
+    base = base_config(args)
+    if args.guidance == "sd":
+        from .bench_suite import sd_entries
+
+        entries = sd_entries(args.suite)
+    else:
+        entries = suite_entries(args.suite, args.targets)
+    variants = sensitivity_variants() if sensitivity else schedule_variants([s.strip() for s in args.schedules.split(",") if s.strip()])
+    eval_every = args.eval_every or max(1, base["steps"] // 12)
+    jobs = args.jobs or (2 if base["device"] == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
+    for variant in variants:  # every config is checked before any run starts
+        for entry in entries:
+            bench_config(base, entry, "", 0, variant, Path(args.out))
+    bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet)
+    quality = {label: s.get("quality_db") for label, s in bench["schedules"].items()}
+    print(json.dumps({"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality, "wall_s": bench["wall_s"]}, indent=1))
+    return 0

@@ -1,0 +1,105 @@
+"""The prompts `bench convergence` runs (issue 5, DESIGN §10): multi-modal sets on the analytic prior.
+
+Three kinds of entry:
+  colour modes    a shape without a colour: K targets with one geometry, any one is right;
+  geometry modes  targets that differ in shape (a cone pointing up or down, a mug with its handle
+                  on the left or the right: the analogue of text-to-3D's multi-face problem, where
+                  a field that mixes the modes looks right from some views and wrong from others);
+  controls        one target: the schedules' speed and accuracy without any choice to make.
+
+An entry is a prompt the analytic prior reads, or a targets dict in the JSON format of
+backend/targets.py (written to a file in the bench folder so each run reads it like `--targets`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    name: str  # short id, used in folder names and tables
+    kind: str  # colour modes | geometry modes | control
+    prompt: str  # the prompt of the run (for analytic entries with targets: a label)
+    targets: dict[str, Any] | None = field(default=None, compare=False)  # JSON targets; None: from the prompt
+
+
+def _cone(name: str, rotation: float) -> dict[str, Any]:
+    return {"name": name, "parts": [{"shape": "cone", "color": "orange", "rotation": [rotation, 0, 0]}]}
+
+
+def _mug(name: str, side: float) -> dict[str, Any]:
+    """A cylinder with a torus handle on the +x (side 1) or -x (side -1) side, ring in the xz plane."""
+    body = {"shape": "cylinder", "color": "blue", "scale": 0.75}
+    handle = {"shape": "torus", "color": "blue", "scale": 0.45, "center": [0.35 * side, 0, 0], "rotation": [90, 0, 0]}
+    return {"name": name, "parts": [body, handle]}
+
+
+CONE_UP_OR_DOWN = SuiteEntry("cone_up_down", "geometry modes", "an orange cone, up or down",
+                             {"targets": [_cone("cone up", 0), _cone("cone down", 180)]})
+MUG_HANDLE = SuiteEntry("mug_handle", "geometry modes", "a blue mug, handle left or right",
+                        {"targets": [_mug("handle right", 1), _mug("handle left", -1)]})
+SPHERE_OR_CUBE = SuiteEntry("sphere_or_cube", "geometry modes", "a green sphere or a green cube", None)
+
+SUITES: dict[str, tuple[SuiteEntry, ...]] = {
+    "quick": (
+        SuiteEntry("torus", "colour modes", "a torus"),
+        CONE_UP_OR_DOWN,
+        MUG_HANDLE,
+        SuiteEntry("red_torus", "control", "a red torus"),
+    ),
+    "full": (
+        SuiteEntry("torus", "colour modes", "a torus"),
+        SuiteEntry("capsule", "colour modes", "a capsule"),
+        CONE_UP_OR_DOWN,
+        MUG_HANDLE,
+        SPHERE_OR_CUBE,
+        SuiteEntry("red_torus", "control", "a red torus"),
+        SuiteEntry("yellow_cube", "control", "a yellow cube"),
+    ),
+    # The sensitivity sweep: one colour-mode and one geometry-mode set.
+    "sweep": (SuiteEntry("torus", "colour modes", "a torus"), MUG_HANDLE),
+    # Tests: one prompt, cheap to run.
+    "minimal": (SuiteEntry("red_sphere", "control", "a red sphere"),),
+}
+
+
+def suite_entries(name: str, targets_file: str = "") -> tuple[SuiteEntry, ...]:
+    """The entries of suite `name`, or one entry read from a targets file when one is given."""
+    if targets_file:
+        data = json.loads(Path(targets_file).read_text(encoding="utf-8"))
+        kind = "control" if len(data.get("targets", [])) == 1 else "geometry modes"
+        return (SuiteEntry(Path(targets_file).stem, kind, Path(targets_file).stem, data),)
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+# Stable Diffusion has no known answer: text prompts whose objects have several plausible forms.
+SD_SUITES: dict[str, tuple[SuiteEntry, ...]] = {
+    "quick": (
+        SuiteEntry("mug", "open", "a ceramic coffee mug"),
+        SuiteEntry("corgi", "open", "a corgi dog, full body"),
+        SuiteEntry("chair", "open", "a wooden chair"),
+    ),
+    "minimal": (SuiteEntry("mug", "open", "a ceramic coffee mug"),),
+}
+
+
+def sd_entries(name: str) -> tuple[SuiteEntry, ...]:
+    if name not in SD_SUITES:
+        raise ValueError(f"unknown suite {name!r} for sd guidance; known: {', '.join(SD_SUITES)}")
+    return SD_SUITES[name]
+
+
+def write_targets(entry: SuiteEntry, folder: Path) -> str:
+    """The targets file of `entry` in `folder` (empty string for prompt-only entries)."""
+    if entry.targets is None:
+        return ""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{entry.name}.targets.json"
+    path.write_text(json.dumps(entry.targets, indent=1), encoding="utf-8")
+    return str(path)
