@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import protocol
 from .config import ConfigError, GenerationConfig, preset_for
 
 # CLI flag -> config field, for the flags that map one to one.
@@ -21,7 +22,7 @@ CONFIG_FLAGS = {
     "negative_prompt": str, "seed": int, "steps": int, "schedule": str, "m1": float, "m2": float, "s1": float,
     "s2": float, "t_min": int, "t_max": int, "guidance": str, "model": str, "targets": str, "guidance_scale": float,
     "resolution": int, "preview_resolution": int, "samples_per_ray": int, "encoding": str, "background": str,
-    "dense_resolution": int, "mlp_hidden": int, "lambda_tv": float, "mesh_threshold": float,
+    "dense_resolution": int, "mlp_hidden": int, "lambda_tv": float, "sdf_after": float, "mesh_threshold": float,
     "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "export": str,
     "out": str, "run_dir": str, "device": str, "precision": str,
 }
@@ -41,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.epilog = "options: " + " ".join("--" + n.replace("_", "-") for n in CONFIG_FLAGS)
 
-    commands.add_parser("serve", help="the add-on's backend: protocol JSON lines on stdin/stdout")
+    serve = commands.add_parser("serve", help="the add-on's backend: protocol JSON lines on stdin/stdout, or over TCP")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="serve over TCP instead (e.g. 127.0.0.1:7841; port 0: any free one)")
+    serve.add_argument("--token-file", metavar="F", help="clients must send this file's token (made if missing); needed off loopback")
+
+    from .batch import add_arguments as add_batch_arguments
+
+    add_batch_arguments(commands.add_parser("batch", help="prompts x seeds as Ray tasks, one run folder each; index.json + contact sheet"), CONFIG_FLAGS)
 
     sched = commands.add_parser("schedule", help="print t(i) of a timestep schedule")
     sched.add_argument("--kind", default="tp")
@@ -112,7 +119,10 @@ def run_generate(args: argparse.Namespace) -> int:
             preflight(config)
         except TrainingError as exc:
             return fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), 1)
-        run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
+        try:
+            run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
+        except OSError as exc:
+            return fail(f"cannot make a run folder in {config.out}: {exc.strerror or exc}\nhint: choose a writable folder with --out", 1)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
     progress = ProgressBar(config.steps, enabled=not args.quiet)
@@ -159,9 +169,19 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import main as serve
+    if args.listen is None and args.token_file is None:
+        from .server import main as serve
 
-    return serve()
+        return serve()
+    from .tcp_server import main as serve_tcp
+
+    return serve_tcp(args.listen or f"127.0.0.1:{protocol.DEFAULT_PORT}", args.token_file)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from .batch import run
+
+    return run(args)
 
 
 def run_make_model(args: argparse.Namespace) -> int:
@@ -191,10 +211,13 @@ def fail(message: str, status: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
-    handlers = {"generate": run_generate, "schedule": run_schedule, "serve": run_serve, "make-model": run_make_model, "bench": run_bench}
+    handlers = {"generate": run_generate, "schedule": run_schedule, "serve": run_serve, "make-model": run_make_model, "bench": run_bench,
+                "batch": run_batch}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
         return fail(str(exc), 2)
     except ValueError as exc:  # bad targets, unknown words, ...
         return fail(str(exc), 2)
+    except KeyboardInterrupt:  # Ctrl-C before a run began (a running one stops cleanly and keeps its mesh)
+        return fail("interrupted", 130)

@@ -21,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16")
 EXPORT_FORMATS = ("glb", "ply", "obj")
 BACKGROUNDS = ("random", "white", "black", "learned")
-MAX_PROMPT_CHARS = 2000
+MAX_PROMPT_CHARS = 20_000  # long prompts are fine (SD reads 77 tokens, folder names are cut); this bounds config.json
 MAX_SEED = 2**32 - 1
 
 
@@ -77,6 +77,10 @@ class GenerationConfig:
     lr_mlp: float = 1e-3  # Adam learning rate of the MLPs
     lr_final_ratio: float = 0.1  # learning rates decay exponentially to this share at the last step
     lambda_tv: float = 0.0  # weight of the voxel grid's total-variation prior (dense encoding)
+    sdf_after: float = 1.0  # voxel-grid field (dense, mlp_hidden 0): share of steps after which it is an SDF; 1: never
+    sdf_beta: float = 0.015  # SDF density edge width: sigma = sdf_max_density * sigmoid(-s / sdf_beta), world units
+    sdf_max_density: float = 300.0  # SDF density deep inside: opaque within one sample
+    lambda_eikonal: float = 1000.0  # weight of the eikonal prior |grad s| = 1 once the field is an SDF
 
     # Run bookkeeping (DESIGN §7)
     preview_every: int = 50  # steps between preview PNGs
@@ -96,7 +100,11 @@ class GenerationConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> "GenerationConfig":
         """Check every field; raise ConfigError naming the first bad one. Returns self."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        for f in dataclasses.fields(self):  # JSON from a client may hold anything: text and switches first
+            kind = {"str": str, "bool": bool}.get(f.type)
+            if kind is not None and not isinstance(getattr(self, f.name), kind):
+                raise ConfigError(f.name, f"must be {'text' if kind is str else 'true or false'}, got {getattr(self, f.name)!r}")
+        if not self.prompt.strip():
             raise ConfigError("prompt", "must not be empty")
         if len(self.prompt) > MAX_PROMPT_CHARS:
             raise ConfigError("prompt", f"is {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS}")
@@ -143,14 +151,18 @@ class GenerationConfig:
             _number(self, name, 1e-8, 10, "must be > 0 and at most 10")
         _number(self, "lr_final_ratio", 1e-4, 1)
         _number(self, "lambda_tv", 0, 1e9)
+        _number(self, "sdf_after", 0, 1, "must be a share of the steps from 0 to 1 (1: never an SDF)")
+        _number(self, "sdf_beta", 1e-4, 0.5, "must be an edge width from 0.0001 to 0.5 (world units)")
+        _number(self, "sdf_max_density", 1, 1e5)
+        _number(self, "lambda_eikonal", 0, 1e9)
         _integer(self, "preview_every", 0, 1_000_000, "must be >= 0 (0: no previews)")
         _integer(self, "checkpoint_every", 0, 1_000_000, "must be >= 0 (0: only at the end)")
         _integer(self, "mesh_resolution", 16, 1024)
         _number(self, "mesh_threshold", 1e-3, 1e6)
         _number(self, "mesh_smooth", 0, 0.2)
+        if not isinstance(self.export, (list, tuple)) or not self.export or any(fmt not in EXPORT_FORMATS for fmt in self.export):
+            raise ConfigError("export", f"must be a non-empty list of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
         self.export = tuple(self.export)
-        if not self.export or any(fmt not in EXPORT_FORMATS for fmt in self.export):
-            raise ConfigError("export", f"must be a non-empty list of {', '.join(EXPORT_FORMATS)}, got {list(self.export)}")
         _choice(self, "device", DEVICES)
         _choice(self, "precision", PRECISIONS)
         if not isinstance(self.extra, dict):
@@ -179,7 +191,7 @@ class GenerationConfig:
         if "export" in data:
             if isinstance(data["export"], str):
                 data["export"] = tuple(fmt.strip() for fmt in data["export"].split(",") if fmt.strip())
-            else:
+            elif isinstance(data["export"], list):
                 data["export"] = tuple(data["export"])
         return cls(**data)
 

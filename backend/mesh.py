@@ -129,7 +129,7 @@ def extract_mesh(
     if fill_cavities:  # a hollow shell (unseen, untrained interior) becomes solid: one outer surface
         inside = grid >= threshold
         enclosed = ndimage.binary_fill_holes(inside) & ~inside
-        grid[enclosed] = 2 * threshold
+        grid[enclosed] = max(2 * threshold, threshold + 1.0)  # inside, also for a level of 0 (an SDF)
         mesh_metadata = {"cavity_points_filled": int(enclosed.sum())}
     else:
         mesh_metadata = {}

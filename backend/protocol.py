@@ -7,6 +7,8 @@ sends is `ready`, which states PROTOCOL_VERSION.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
 
@@ -19,6 +21,7 @@ REQUESTS: dict[str, tuple[str, ...]] = {
     "extract": ("id",),
     "shutdown": (),
     "ping": (),
+    "attach": ("id",),  # re-send a run's latest progress, preview, mesh and end (a client that reconnected)
 }
 
 # Events (backend -> add-on), with their required fields.
@@ -32,6 +35,15 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "log": ("level", "message"),
     "pong": (),
 }
+
+
+# Over TCP (`serve --listen`) the first line a client sends is `auth {token}` and nothing else is
+# read before it passes; there `preview` and `mesh` events also carry the file's bytes as base64
+# `data` with its `sha256`, since the client cannot see the backend's disk.
+AUTH = "auth"
+DEFAULT_PORT = 7841
+FILE_EVENTS = ("preview", "mesh")  # events whose `path` names a file the client needs
+MAX_FILE_BYTES = 256 << 20  # a larger file is announced with `data_error` instead of its bytes
 
 
 class ProtocolError(ValueError):
@@ -107,3 +119,35 @@ def error(run_id: str | None, code: str, message_text: str, hint: str = "") -> d
 
 def log(level: str, message_text: str) -> dict[str, Any]:
     return message("log", level=level, message=message_text)
+
+
+def auth(token: str) -> dict[str, Any]:
+    """The first line of a TCP connection (not a request: the transport reads it, the server never does)."""
+    return {"type": AUTH, "token": token}
+
+
+def with_file_data(event: dict[str, Any]) -> dict[str, Any]:
+    """A preview or mesh event plus its file's bytes (`data`: base64, `sha256`: hex), or `data_error`."""
+    if event.get("type") not in FILE_EVENTS:
+        return event
+    try:
+        with open(event["path"], "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return {**event, "data_error": f"unreadable on the backend: {exc}"}
+    if len(data) > MAX_FILE_BYTES:
+        return {**event, "data_error": f"larger than {MAX_FILE_BYTES >> 20} MiB; copy it from the backend's disk"}
+    return {**event, "data": base64.b64encode(data).decode("ascii"), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def file_data(event: dict[str, Any]) -> bytes:
+    """The bytes a with_file_data event carries, checked; ProtocolError if absent or corrupted."""
+    if "data" not in event:
+        raise ProtocolError(event.get("data_error") or f"{event.get('type')} event without data")
+    try:
+        data = base64.b64decode(event["data"], validate=True)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"data is not base64: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != event.get("sha256"):
+        raise ProtocolError("data does not match its sha256: corrupted in transit")
+    return data

@@ -11,12 +11,13 @@ import contextlib
 import datetime as _dt
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from pathlib import Path
 from typing import Iterator
 
 MAX_SLUG_CHARS = 48
+TEMP_MARK = ".tmp"  # in the name of every temporary file: `.<stem>.<random>.tmp<suffix>`
 
 
 @contextlib.contextmanager
@@ -28,9 +29,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}{TEMP_MARK}{path.suffix}")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies (mkstemp's would be 0600)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:  # make the bytes durable before the rename
@@ -39,6 +39,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed process left in a run folder (before resuming it)."""
+    stale = [p for p in Path(run_dir).rglob(f".*{TEMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,14 +1,17 @@
-"""The stdio backend the Blender add-on drives (DESIGN §2): `python -m backend serve`.
+"""The backend the Blender add-on drives (DESIGN §2): `python -m backend serve`.
 
-Requests arrive as JSON lines on stdin, read by a reader thread and dispatched on the main
-thread; one worker thread runs the Trainer. stdout carries protocol events only, one line each,
-flushed under a lock: the process's own fd 1 is pointed at stderr, so logs and any stray print
-(even from C code) land on stderr. Nothing a client sends is fatal: a bad line becomes an `error`
-event with code "protocol". stdin EOF or `shutdown` cancels the run, waits for it, and exits 0.
+Requests arrive as JSON lines, read by a reader thread and dispatched on the main thread; one
+worker thread runs the Trainer. Events go out through a transport, one line each, under a lock:
+here stdout (the process's own fd 1 is pointed at stderr, so logs and any stray print, even from
+C code, land on stderr); over TCP, the attached connection (tcp_server.py), which reuses this
+Server whole. Nothing a client sends is fatal: a bad line becomes an `error` event with code
+"protocol". stdin EOF or `shutdown` cancels the run, waits for it, and exits 0. The server keeps
+the current run's latest progress, preview and mesh events and its end, for `attach`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import math
@@ -16,8 +19,8 @@ import os
 import queue
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any, TextIO
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
 
 from . import protocol
 from .config import ConfigError, GenerationConfig, preset_for
@@ -28,6 +31,7 @@ log = logging.getLogger("dreamtime.server")
 MAX_LINE_BYTES = 1 << 20  # a request longer than this is refused (configs are a few KB)
 MAX_ID_CHARS = 200
 _EOF = object()
+REPLAYED = ("progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
 
 
 def parse_request(line: str | bytes) -> dict[str, Any]:
@@ -35,6 +39,8 @@ def parse_request(line: str | bytes) -> dict[str, Any]:
     if len(line) > MAX_LINE_BYTES:
         raise ProtocolError(f"line of {len(line)} bytes; at most {MAX_LINE_BYTES}")
     msg = protocol.decode(line, protocol.REQUESTS)
+    if msg.get("version", protocol.PROTOCOL_VERSION) != protocol.PROTOCOL_VERSION:  # optional on requests
+        raise ProtocolError(f"protocol version {msg['version']!r}; this backend speaks {protocol.PROTOCOL_VERSION}")
     if "id" in protocol.REQUESTS[msg["type"]]:
         run_id = msg["id"]
         if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_ID_CHARS:
@@ -62,7 +68,7 @@ def features() -> list[str]:
     """What this backend can do, for the `ready` event."""
     from .trainer import Trainer
 
-    found = ["analytic", "cancel"]
+    found = ["analytic", "cancel", "attach"]
     if importlib.util.find_spec("backend.guidance.stable_diffusion") is not None:
         found.append("sd")
     if hasattr(Trainer, "request_extract"):
@@ -88,41 +94,88 @@ class _Run:
     stop: threading.Event
     thread: threading.Thread
     finished: bool = False  # set before its done/error event goes out, so a client that saw it may start anew
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # REPLAYED kind -> its last event
+    end: dict[str, Any] | None = None  # the done or error event that ended it
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """One event as a protocol line; a non-finite float (a skipped step's NaN loss) becomes null."""
+    try:
+        return protocol.encode(event)
+    except ValueError:
+        return protocol.encode(_finite(event))
+
+
+class TextTransport:
+    """Events as lines on a text stream (stdout)."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def write(self, event: dict[str, Any]) -> None:
+        self.out.write(event_line(event))
+        self.out.flush()
 
 
 class Server:
-    def __init__(self, out: TextIO, device: str):
-        self._out = out
+    def __init__(self, out: TextIO | None, device: str):
+        """`out`: the stream events go to (stdout); None until a transport is attached (TCP)."""
         self._out_lock = threading.Lock()
+        self.transport = None if out is None else TextTransport(out)  # anything with write(event)
         self.device = device
         self.run: _Run | None = None
+        self._features: list[str] | None = None
 
     # ------------------------------------------------------------------ output
     def send(self, event: dict[str, Any]) -> None:
-        """Write one event line and flush; thread-safe. A vanished client is not an error here."""
-        try:
-            line = protocol.encode(event)
-        except ValueError:
-            line = protocol.encode(_finite(event))
+        """Write one event; thread-safe. A vanished client is not an error here."""
         with self._out_lock:
-            try:
-                self._out.write(line)
-                self._out.flush()
-            except (OSError, ValueError):
-                pass  # stdout closed: the client is gone; stdin EOF will end the loop
+            self._write(event)
+
+    def _write(self, event: dict[str, Any]) -> None:
+        """Caller holds _out_lock. With no client attached the event is dropped (the run keeps going)."""
+        if self.transport is None:
+            return
+        try:
+            self.transport.write(event)
+        except (OSError, ValueError):
+            pass  # the client is gone: stdin EOF ends the loop; a TCP reader detaches it
+
+    def ready(self) -> dict[str, Any]:
+        if self._features is None:
+            self._features = features()
+        return protocol.ready(self.device, self._features)
+
+    def attach(self, transport: Any) -> None:
+        """Send events to `transport` from now on (a TCP client), greeting it with `ready`."""
+        event = self.ready()
+        with self._out_lock:
+            self.transport = transport
+            self._write(event)
+
+    def detach(self, transport: Any) -> None:
+        """Stop sending to `transport` if it is still the attached one; the run goes on."""
+        with self._out_lock:
+            if self.transport is transport:
+                self.transport = None
 
     def error(self, run_id: str | None, code: str, text: str, hint: str = "", **extra: Any) -> None:
         self.send(protocol.message("error", id=run_id, code=code, message=text, hint=hint, **extra))
 
     # ------------------------------------------------------------------ the loop
     def serve(self, stdin_fd: int) -> int:
-        self.send(protocol.ready(self.device, features()))
+        """stdio: requests from `stdin_fd` until EOF or `shutdown`."""
+        self.send(self.ready())
         requests: queue.Queue = queue.Queue()
-        threading.Thread(target=_read_lines, args=(stdin_fd, requests), name="stdin-reader", daemon=True).start()
+        threading.Thread(target=_read_stdin, args=(stdin_fd, requests), name="stdin-reader", daemon=True).start()
+        return self.dispatch(requests)
+
+    def dispatch(self, requests: queue.Queue) -> int:
+        """Handle queued requests until _EOF or `shutdown`; then cancel the run and wait for it."""
         while True:
             item = requests.get()
             if item is _EOF:
-                log.info("stdin closed; stopping")
+                log.info("input closed; stopping")
                 break
             if isinstance(item, ProtocolError):
                 self.error(None, "protocol", str(item), "Send one JSON object per line; see backend/protocol.py.")
@@ -146,6 +199,8 @@ class Server:
                 self.send(protocol.log("warning", f"cancel: no active run {msg['id']!r}"))
         elif kind == "extract":
             self.extract(msg["id"])
+        elif kind == "attach":
+            self.replay(msg["id"])
         elif kind == "shutdown":
             return False
         return True
@@ -177,9 +232,15 @@ class Server:
         run.thread.start()
 
     def _run_event(self, run_id: str, event: dict[str, Any]) -> None:
-        if event["type"] == "done" and self.run is not None and self.run.id == run_id:
-            self.run.finished = True
-        self.send(event)
+        """A run's event: remembered for `attach`, then sent (one lock, so a replay never reorders)."""
+        with self._out_lock:
+            run = self.run
+            if run is not None and run.id == run_id:
+                if event["type"] == "done":
+                    run.finished, run.end = True, event
+                elif event["type"] in REPLAYED:
+                    run.latest[event["type"]] = event
+            self._write(event)
 
     def _work(self, run: _Run) -> None:
         from .trainer import TrainingError
@@ -198,7 +259,20 @@ class Server:
             run.finished = True
         if failure is not None:
             code, text, hint, extra = failure
-            self.error(run.id, code, text, hint, **extra)
+            event = protocol.message("error", id=run.id, code=code, message=text, hint=hint, **extra)
+            with self._out_lock:
+                run.end = event
+                self._write(event)
+
+    def replay(self, run_id: str) -> None:
+        """`attach`: the run's latest progress, preview and mesh, then its done/error if it ended."""
+        run = self.run
+        if run is None or run.id != run_id:
+            self.error(run_id, "unknown_run", f"attach: this backend has no run {run_id!r}", "It restarted, or another run replaced it; generate again.")
+            return
+        with self._out_lock:
+            for event in [run.latest[kind] for kind in REPLAYED if kind in run.latest] + ([run.end] if run.end else []):
+                self._write(event)
 
     def extract(self, run_id: str) -> None:
         if not self._active(run_id):
@@ -218,40 +292,46 @@ class Server:
             self.run.thread.join()
 
 
-def _read_lines(fd: int, requests: queue.Queue) -> None:
-    """Reader thread: each line of `fd` -> a request or a ProtocolError; _EOF at the end.
+def _read_stdin(fd: int, requests: queue.Queue) -> None:
+    """Reader thread: stdin's requests, then _EOF.
 
     Raw `os.read` rather than sys.stdin: a thread blocked in a buffered read holds the buffer's
     lock, and interpreter shutdown then aborts on it.
     """
+    try:
+        _read_lines(functools.partial(os.read, fd), requests.put)
+    finally:
+        requests.put(_EOF)
+
+
+def _read_lines(read: Callable[[int], bytes], put: Callable[[Any], None]) -> None:
+    """Each line that `read(n)` yields -> put(request) or put(ProtocolError); returns at EOF."""
     pending, skipping = b"", False
     try:
-        while chunk := os.read(fd, 1 << 16):
+        while chunk := read(1 << 16):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 if skipping:  # the tail of an oversized line
                     skipping = False
                 elif line.strip():
-                    _put_request(line, requests)
+                    _put_request(line, put)
             if len(pending) > MAX_LINE_BYTES and not skipping:
-                requests.put(ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes"))
+                put(ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes"))
                 pending, skipping = b"", True
             elif skipping:
                 pending = b""
         if pending.strip() and not skipping:
-            _put_request(pending, requests)
+            _put_request(pending, put)
     except OSError as exc:
-        log.warning("stdin unreadable: %s", exc)
-    finally:
-        requests.put(_EOF)
+        log.warning("input unreadable: %s", exc)
 
 
-def _put_request(line: bytes, requests: queue.Queue) -> None:
+def _put_request(line: bytes, put: Callable[[Any], None]) -> None:
     try:
-        requests.put(parse_request(line))
+        put(parse_request(line))
     except ProtocolError as exc:
-        requests.put(exc)
+        put(exc)
 
 
 def _protocol_stdout() -> TextIO:

@@ -161,8 +161,9 @@ def targets_from_prompt(prompt: str) -> list[Target]:
     clauses.append(current)
     unknown = sorted({w for clause in clauses for w in clause} - set(SHAPES) - set(COLORS) - FILLER_WORDS)
     if unknown:
+        shown = ", ".join(repr(w[:30]) for w in unknown[:8]) + (f" and {len(unknown) - 8} more words" if len(unknown) > 8 else "")
         raise TargetError(
-            f"the analytic (offline demo) prior does not know {', '.join(repr(w) for w in unknown)}. "
+            f"the analytic (offline demo) prior does not know {shown}. "
             f"It knows only {known_words()}. For free text prompts use Stable Diffusion: --guidance sd"
         )
     targets: list[Target] = []

@@ -12,6 +12,7 @@ step and still writes the checkpoint, preview and mesh.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -30,11 +31,17 @@ from .field import NeRFField
 from .guidance import View
 from .renderer import RenderSettings, render
 from .run_setup import TrainingError, build_guidance, preflight, resolve_device, resolve_guidance  # noqa: F401 (re-exported)
-from .run_folder import atomic_path, atomic_write_text
+from .run_folder import atomic_path, atomic_write_text, remove_stale_temps
 from .schedule import timesteps
 
 log = logging.getLogger("dreamtime")
 
+# Density -> SDF (sdf_after): the SDF's surface starts at this density's level set, which holds the young
+# field's thin, unseen inside (sigma ~ 3-20 there; a hole in it would be a hole that no image closes);
+# the calibration then moves it in to where the images put it.
+SDF_CONVERSION_DENSITY = 2.0
+SDF_CALIBRATION_VIEWS = 4  # random views that place the SDF's surface where the density field's showed
+SDF_OFFSETS = np.linspace(-0.04, 0.2, 13)  # inward moves of the SDF surface tried then (world units)
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
 CHECKPOINT_VERSION = 1
 
@@ -69,8 +76,9 @@ class Trainer:
     def _setup(self, resume: bool) -> int:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temps(self.run_dir) if resume else []  # half-written files of a killed process
         (self.run_dir / "previews").mkdir(exist_ok=True)
-        self._log_handler = logging.FileHandler(self.run_dir / "log.txt", encoding="utf-8")
+        self._log_handler = _RunLog(self.run_dir / "log.txt", encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(self._log_handler)
         if log.getEffectiveLevel() > logging.INFO:
@@ -80,6 +88,8 @@ class Trainer:
         if self.guidance_kind == "analytic":
             log.info("guidance: the analytic prior, an offline demo prior: it knows only its primitive shapes and colours")
         log.info("run folder %s; device %s; guidance %s; schedule %s", self.run_dir, self.device, self.guidance_kind, cfg.schedule)
+        if stale:
+            log.info("removed %d temporary file(s) a stopped process left: %s", len(stale), ", ".join(p.name for p in stale))
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)
@@ -91,18 +101,56 @@ class Trainer:
             blob_density=cfg.blob_density,
             learned_background=cfg.background == "learned",
             encoding_kwargs=encoding_kwargs,
+            sdf_beta=cfg.sdf_beta,
+            sdf_max_density=cfg.sdf_max_density,
         ).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}],
-            betas=(0.9, 0.99),
-            eps=1e-15,
-        )
+        self.optimizer = self._make_optimizer()
+        # The step at which a voxel-grid field becomes an SDF (field.py); None: it stays log density.
+        self.sdf_step = round(cfg.sdf_after * cfg.steps) if cfg.sdf_after < 1 and self.field.is_voxel_grid() else None
+        if cfg.sdf_after < 1 and self.sdf_step is None:
+            log.info("sdf_after %g ignored: only a plain voxel grid (encoding dense, mlp_hidden 0) becomes an SDF", cfg.sdf_after)
         alphas_cumprod = self.guidance.alphas_cumprod.detach().cpu().numpy()
         self.schedule = timesteps(
             cfg.schedule, cfg.steps, cfg.m1, cfg.m2, cfg.s1, cfg.s2, cfg.t_min, cfg.t_max, cfg.seed, alphas_cumprod, cfg.use_w_d
         )
         self.ring = evaluation_ring().to(self.device)
         return self._load_checkpoint() if resume else 0
+
+    def _make_optimizer(self) -> torch.optim.Adam:
+        cfg = self.config
+        groups = [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}]
+        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+    @torch.no_grad()
+    def _switch_to_sdf(self, step: int) -> None:
+        """Log density -> signed distance (field.convert_to_sdf at SDF_CONVERSION_DENSITY), then one
+        offset chosen so the SDF field renders as the density field did: that level set lies a few
+        samples outside what the images show, and an opaque SDF shows its surface ~beta log(sigma_max
+        beta) outside s = 0. The offset minimizes the image difference over SDF_OFFSETS (world units),
+        refined by a parabola through the best and its neighbours; Adam restarts (its moments were
+        for log density)."""
+        cfg = self.config
+        cameras = random_cameras(SDF_CALIBRATION_VIEWS, torch.Generator().manual_seed(cfg.seed * 1_000_003 + cfg.steps)).to(self.device)
+        settings = RenderSettings("lambertian", fixed_light(cameras), torch.ones(len(cameras), 3, device=self.device))
+
+        def views() -> torch.Tensor:  # (V, H, W, 3)
+            return render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, radius=cfg.scene_radius)["rgb"]
+
+        reference = views()
+        self.field.convert_to_sdf(SDF_CONVERSION_DENSITY, cfg.mesh_smooth)
+        errors = []
+        for offset in SDF_OFFSETS:
+            self.field.offset_sdf(offset)
+            errors.append(float((views() - reference).square().mean()))
+            self.field.offset_sdf(-offset)
+        best = int(np.argmin(errors))
+        offset = float(SDF_OFFSETS[best])
+        if 0 < best < len(SDF_OFFSETS) - 1:
+            e_minus, e_0, e_plus = errors[best - 1 : best + 2]
+            offset += 0.5 * (SDF_OFFSETS[1] - SDF_OFFSETS[0]) * (e_minus - e_plus) / max(e_minus - 2 * e_0 + e_plus, 1e-12)
+        self.field.offset_sdf(offset)
+        self.optimizer = self._make_optimizer()
+        log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before)", step, offset)
 
     # ------------------------------------------------------------------ one step
     def _step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
@@ -124,6 +172,8 @@ class Trainer:
     def train_step(self, step: int) -> float | None:
         """One optimization step; returns the loss, or None if the step was skipped (non-finite)."""
         cfg = self.config
+        if self.sdf_step is not None and step >= self.sdf_step and not self.field.sdf_mode:
+            self._switch_to_sdf(step)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         cameras = random_cameras(cfg.batch_size, generator).to(self.device)
         settings = self._step_settings(step, generator, cameras)
@@ -133,6 +183,8 @@ class Trainer:
         losses = self.guidance.losses(out["rgb"], t, view)
         if cfg.lambda_tv > 0:
             losses["tv"] = cfg.lambda_tv * self.field.total_variation()
+        if self.field.sdf_mode and cfg.lambda_eikonal > 0:
+            losses["eikonal"] = cfg.lambda_eikonal * self.field.eikonal()
         loss = sum(losses.values())
         decay = cfg.lr_final_ratio ** (step / max(cfg.steps - 1, 1))
         for group, base in zip(self.optimizer.param_groups, (cfg.lr, cfg.lr_mlp)):
@@ -156,12 +208,47 @@ class Trainer:
             start = self._setup(resume)
             self._loop(start)
             self._finish(started)
+        except torch.cuda.OutOfMemoryError:
+            raise self._out_of_memory() from None
+        except OSError as exc:  # disk full, folder not writable: what is already written stays complete
+            raise self._cannot_write(exc) from None
         finally:
             if hasattr(self, "_log_handler"):
                 log.removeHandler(self._log_handler)
                 self._log_handler.close()
         self.on_event(protocol.done(self.run_id, self.outputs))
         return self.outputs
+
+    def _out_of_memory(self) -> TrainingError:
+        """CUDA ran out of memory: free the cache, keep a checkpoint of the state so far, say what to lower."""
+        cfg, step = self.config, getattr(self, "last_step", None)
+        torch.cuda.empty_cache()
+        where, kept = "while setting up (loading the model)", ""
+        if step is not None:  # the loop had started: its state is good up to `step`
+            where = f"at step {step}"
+            self.optimizer.zero_grad(set_to_none=True)
+            try:
+                self._save_checkpoint(step)
+                kept = f" The run folder keeps a checkpoint of step {step}."
+            except (RuntimeError, OSError):
+                pass
+        return TrainingError(
+            "out_of_memory",
+            f"CUDA ran out of GPU memory {where} (resolution {cfg.resolution}, batch {cfg.batch_size}, {cfg.samples_per_ray} samples per ray).",
+            'Generate again with --low-vram (in Blender: {"low_vram": true} in Extra Config), a lower --resolution or fewer '
+            "--samples-per-ray, or close other programs on the GPU." + kept,
+        )
+
+    def _cannot_write(self, exc: OSError) -> TrainingError:
+        step = getattr(self, "last_step", 0)
+        full = exc.errno == errno.ENOSPC
+        problem = "the disk is full" if full else f"cannot write ({exc.strerror or exc})"
+        return TrainingError(
+            "disk_full" if full else "write_failed",
+            f"{problem}: {self.run_dir}; the run stopped at step {step}.",
+            "Files already in the run folder are complete (every write is a temporary file renamed into place). "
+            f"Free some space or choose a writable output folder; --resume {self.run_dir} continues from the last checkpoint.",
+        )
 
     def _loop(self, start: int) -> None:
         cfg = self.config
@@ -268,16 +355,24 @@ class Trainer:
             Image.fromarray((strip.numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)
         return path
 
+    @torch.no_grad()
+    def _mesh_of_field(self):
+        """Marching cubes of the field: density at mesh_threshold, or s = 0 once it is an SDF (not blurred:
+        its conversion already was)."""
+        from .mesh import extract_mesh
+
+        cfg = self.config
+        inside, level = self.field.surface(cfg.mesh_threshold)
+        smooth = 0.0 if self.field.sdf_mode else cfg.mesh_smooth
+        return extract_mesh(inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=smooth)
+
     def _extract_now(self, step: int) -> None:
         """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
-        from .mesh import MeshError, export_mesh, extract_mesh
+        from .mesh import MeshError, export_mesh
 
         cfg = self.config
         try:
-            with torch.no_grad():
-                mesh = extract_mesh(
-                    self.field.density, self.field.albedo, cfg.mesh_resolution, cfg.mesh_threshold, device=self.device, smooth=cfg.mesh_smooth
-                )
+            mesh = self._mesh_of_field()
         except MeshError as exc:
             self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
             return
@@ -285,16 +380,13 @@ class Trainer:
         self.on_event(protocol.mesh(self.run_id, str(path), len(mesh.vertices), len(mesh.faces)))
 
     def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
-        from .mesh import MeshError, export_mesh, extract_mesh
+        from .mesh import MeshError, export_mesh
 
         cfg = self.config
         self.metrics.setdefault("mesh", {})
         self.mesh = None
         try:
-            with torch.no_grad():
-                self.mesh = extract_mesh(
-                    self.field.density, self.field.albedo, cfg.mesh_resolution, cfg.mesh_threshold, device=self.device, smooth=cfg.mesh_smooth
-                )
+            self.mesh = self._mesh_of_field()
         except MeshError as exc:
             log.warning("no mesh: %s", exc)
             self.on_event(protocol.log("warning", f"no mesh: {exc}"))
@@ -342,6 +434,7 @@ class Trainer:
             "version": CHECKPOINT_VERSION,
             "step": step,
             "field": self.field.state_dict(),
+            "sdf_mode": self.field.sdf_mode,
             "optimizer": self.optimizer.state_dict(),
             "metrics": self.metrics,
         }
@@ -357,6 +450,7 @@ class Trainer:
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
             self.field.load_state_dict(state["field"])
+            self.field.sdf_mode = bool(state.get("sdf_mode", False))
             self.optimizer.load_state_dict(state["optimizer"])
             step = int(state["step"])
         except Exception as exc:  # a truncated or foreign file: say so, never a traceback
@@ -364,3 +458,10 @@ class Trainer:
         self.metrics.update(state.get("metrics", {}))
         log.info("resumed from %s at step %d", path, step)
         return step
+
+
+class _RunLog(logging.FileHandler):
+    """log.txt of a run. A failed write (a full disk) is dropped quietly: the run's error says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass

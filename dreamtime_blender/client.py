@@ -15,13 +15,14 @@ import uuid
 
 import bpy
 
-from . import backend_link, backend_python, mesh_import, preview, probe
+from . import backend_link, backend_python, mesh_import, preview, probe, remote
 from .process import BackendProcess
 
 PUMP_INTERVAL = 0.1  # s between pumps while anything runs (previews reach the image within it)
 HANG_SECONDS = 120.0  # no event for this long: the panel says the backend seems stuck (preference)
 CANCEL_SECONDS = 60.0  # cancel not answered with done within this: the backend is killed
 EXIT_SECONDS = 10.0  # after shutdown: kill if still alive
+EXIT_GRACE = 2.0  # after stdout closes: wait this long at most for the exit code and stderr's last lines
 NON_FATAL = {"busy", "no_run", "unsupported", "extract"}  # reported, the run goes on
 
 
@@ -31,12 +32,13 @@ class Run:
         self.cancel_at: float | None = None
         self.extracts = 0  # extract requests not yet answered with a mesh
         self.hang_warned = False
-        self.eof = False  # stdout closed: the process is gone or going
+        self.eof_at: float | None = None  # when stdout closed: the process is gone or going
         self.features: set[str] = set()  # from the backend's ready event
 
 
 _run: Run | None = None
 _closing: list[tuple[BackendProcess, float]] = []  # sent shutdown at this time; reaped by pump
+_configs: dict[str, dict] = {}  # run id -> the config it was started with (for Reconnect)
 
 
 def preferences():
@@ -51,6 +53,31 @@ def backend_python_path() -> tuple[str | None, str]:
 
 def new_process(python: str) -> BackendProcess:
     return BackendProcess(python, backend_link.backend_root(), backend_link.protocol, preview.prepare).start()
+
+
+class BackendUnavailable(Exception):
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def open_backend() -> tuple[BackendProcess | remote.RemoteBackend, str]:
+    """Start the backend the preferences name (a local process, or a connection to a remote one)
+    and a name for it in messages; BackendUnavailable says why it cannot be started."""
+    prefs = preferences()
+    if prefs is not None and prefs.backend == "remote":
+        if not prefs.remote_host.strip():
+            raise BackendUnavailable("No remote host set.", "Set Host and Port in the add-on's preferences, or choose Local Process.")
+        connection = remote.RemoteBackend(prefs.remote_host, prefs.remote_port, prefs.remote_token, backend_link.protocol,
+                                          prefs.remote_cache_dir(), preview.prepare)
+        return connection.start(), f"remote backend at {connection.address}"
+    python, source = backend_python_path()
+    if python is None:
+        raise BackendUnavailable("No backend Python found.", backend_python.HOW_TO_INSTALL)
+    try:
+        return new_process(python), f"{python} ({source})"
+    except OSError as exc:
+        raise BackendUnavailable(f"Cannot start the backend with {python} ({source}): {exc}", "Check Backend Python in the preferences.") from None
 
 
 def is_running() -> bool:
@@ -79,18 +106,40 @@ def start(scene: bpy.types.Scene) -> str | None:
         config = props.check(preferences())
     except (ValueError, TypeError) as exc:
         return _fail(props, str(exc), "Fix this setting and press Generate again.")
-    python, source = backend_python_path()
-    if python is None:
-        return _fail(props, "No backend Python found.", backend_python.HOW_TO_INSTALL)
     try:
-        process = new_process(python)
-    except OSError as exc:
-        return _fail(props, f"Cannot start the backend with {python} ({source}): {exc}", "Check Backend Python in the preferences.")
+        process, _ = open_backend()
+    except BackendUnavailable as exc:
+        return _fail(props, str(exc), exc.hint)
     run_id = uuid.uuid4().hex[:12]
     process.send(backend_link.protocol.message("generate", id=run_id, config=config))
-    _run = Run(process, scene, run_id, config)
+    _run, _configs[run_id] = Run(process, scene, run_id, config), config
     props.running, props.status, props.run_id = True, "starting the backend", run_id
     props.step, props.steps_total, props.t, props.loss, props.eta = 0, config["steps"], 0, 0.0, 0.0
+    ensure_timer()
+    return None
+
+
+def can_reconnect(scene: bpy.types.Scene) -> bool:
+    prefs = preferences()
+    return _run is None and prefs is not None and prefs.backend == "remote" and bool(scene.dreamtime.run_id)
+
+
+def reconnect(scene: bpy.types.Scene) -> str | None:
+    """Connect to the remote backend again and `attach` to the scene's last run: its progress,
+    latest preview and, once it ended, its mesh and done event come as they would have live."""
+    global _run
+    props = scene.dreamtime
+    if not can_reconnect(scene):
+        return "nothing to reconnect to (a remote backend and a run started from this scene are needed)"
+    props.error = props.error_hint = props.warning = ""
+    try:
+        process, name = open_backend()
+    except BackendUnavailable as exc:
+        return _fail(props, str(exc), exc.hint)
+    process.send(backend_link.protocol.message("attach", id=props.run_id))
+    config = _configs.get(props.run_id) or props.to_config(preferences())
+    _run = Run(process, scene, props.run_id, config)
+    props.running, props.status = True, f"reconnecting to the {name}"
     ensure_timer()
     return None
 
@@ -104,6 +153,7 @@ def cancel() -> None:
         _run.process.send(backend_link.protocol.message("cancel", id=_run.id))
         _set(status="cancelling: finishing the current step and writing the mesh")
     else:
+        _set(status="cancelled: the backend was killed (the run folder keeps its last checkpoint)")
         _end_run(kill=True)
 
 
@@ -150,7 +200,10 @@ def _pump_run(run: Run) -> None:
         if kind == "event" and not (item["type"] == "preview" and index != previews[-1]):  # only the newest preview
             _apply(run, props, item)
         elif kind == "eof":
-            run.eof = True
+            run.eof_at = time.monotonic()
+        elif kind == "lost":  # a remote backend's connection ended
+            _lost(props, item)
+            return
         elif kind == "garbage":
             props.warning = f"The backend wrote a line that is not protocol: {item}"
             print("DreamTime:", props.warning)
@@ -158,10 +211,11 @@ def _pump_run(run: Run) -> None:
         return
     if run.hang_warned and items:
         run.hang_warned, props.warning = False, ""
-    if run.eof:
-        code, tail = run.process.returncode, run.process.stderr_tail()
-        _fail(props, f"The backend stopped unexpectedly ({'still closing' if code is None else f'exit code {code}'}).", tail or "See the system console.")
-        _end_run(kill=True)
+    if run.eof_at is not None:
+        if run.process.returncode is not None or time.monotonic() - run.eof_at > EXIT_GRACE:  # the exit code is in
+            code, tail = run.process.returncode, run.process.stderr_tail()
+            _fail(props, f"The backend stopped unexpectedly ({'still closing' if code is None else f'exit code {code}'}).", tail or "See the system console.")
+            _end_run(kill=True)
     elif run.cancel_at is not None and time.monotonic() - run.cancel_at > CANCEL_SECONDS:
         _fail(props, f"The backend did not stop within {CANCEL_SECONDS:.0f} s of Cancel; it was killed.", "The run folder keeps the last checkpoint.")
         _end_run(kill=True)
@@ -202,6 +256,15 @@ def _apply(run: Run, props, event: dict) -> None:
         props.warning = event["message"]
 
 
+def _lost(props, info: dict) -> None:
+    """The connection to a remote backend ended: an error in the panel; if the run had reached the
+    backend it goes on there and Reconnect picks it up."""
+    _fail(props, info["message"], info["hint"])
+    if info["attached"]:
+        props.status = "disconnected: the run goes on on the remote backend"
+    _end_run(kill=True)
+
+
 def _mesh(run: Run, props, event: dict) -> None:
     props.mesh_path = event["path"]
     prompt = run.config.get("prompt", "DreamTime")
@@ -239,7 +302,7 @@ def _end_run(kill: bool = False) -> None:
 def retire(process: BackendProcess, kill: bool = False) -> None:
     """Ask a process to exit (or kill it); later pumps reap it."""
     if kill:
-        process.proc.kill()
+        process.kill()
     else:
         process.send(backend_link.protocol.message("shutdown"))
     _closing.append((process, time.monotonic()))
@@ -250,7 +313,7 @@ def _reap() -> None:
     for entry in list(_closing):
         process, since = entry
         if process.returncode is None and time.monotonic() - since > EXIT_SECONDS:
-            process.proc.kill()
+            process.kill()
         if process.returncode is not None:
             process.stop()  # already exited: reaps and closes the pipes without waiting
             _closing.remove(entry)

@@ -1,4 +1,4 @@
-"""Operators: generate, cancel, extract now, import a mesh, install and test the backend."""
+"""Operators: generate, cancel, extract now, import a mesh, reconnect, install and test the backend."""
 
 from __future__ import annotations
 
@@ -67,6 +67,24 @@ class DREAMTIME_OT_extract_now(Operator):
         return {"FINISHED"}
 
 
+class DREAMTIME_OT_reconnect(Operator):
+    """Connect to the remote backend again and pick up this scene's last run: progress, preview, and its mesh once done"""
+
+    bl_idname = "dreamtime.reconnect"
+    bl_label = "Reconnect"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and client.can_reconnect(context.scene)
+
+    def execute(self, context):
+        error = client.reconnect(context.scene)
+        if error:
+            self.report({"ERROR"}, error)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
 class DREAMTIME_OT_import_mesh(Operator):
     """Import a DreamTime mesh (glb, ply or obj) at the 3D cursor"""
 
@@ -128,6 +146,6 @@ class DREAMTIME_OT_test_backend(Operator):
 
 
 classes = (
-    DREAMTIME_OT_generate, DREAMTIME_OT_cancel, DREAMTIME_OT_extract_now, DREAMTIME_OT_import_mesh,
+    DREAMTIME_OT_generate, DREAMTIME_OT_cancel, DREAMTIME_OT_extract_now, DREAMTIME_OT_reconnect, DREAMTIME_OT_import_mesh,
     DREAMTIME_OT_install_backend, DREAMTIME_OT_test_backend,
 )

@@ -47,7 +47,9 @@ class DREAMTIME_PT_main(_DreamTimePanel, Panel):
         if props.guidance == "analytic":
             _wrapped(layout, ANALYTIC_NOTE, "INFO")
         layout.prop(props, "resolution")
-        if client.backend_python_path()[0] is None:
+        prefs = client.preferences()
+        remote = prefs is not None and prefs.backend == "remote"
+        if not remote and client.backend_python_path()[0] is None:
             _wrapped(layout.box(), backend_python.HOW_TO_INSTALL, "ERROR")
         row = layout.row(align=True)
         row.scale_y = 1.4
@@ -56,6 +58,8 @@ class DREAMTIME_PT_main(_DreamTimePanel, Panel):
         row = layout.row(align=True)
         row.operator("dreamtime.extract_now", icon="MESH_DATA")
         row.operator("dreamtime.import_mesh", icon="IMPORT")
+        if remote:
+            layout.operator("dreamtime.reconnect", icon="LINKED")
         if props.running or props.step:
             factor = props.step / max(props.steps_total, 1)
             text = f"{props.step}/{props.steps_total}  t={props.t}  loss={props.loss:.4g}  ETA {props.eta:.0f} s"

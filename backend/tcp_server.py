@@ -1,0 +1,292 @@
+"""`python -m backend serve --listen HOST:PORT`: the same protocol and Server over TCP (DESIGN §11).
+
+A connection's first line must be `auth {token}` (protocol.auth); the token is compared in
+constant time and nothing else is read from the connection before it passes: a wrong or missing
+token gets an `error` (code "auth") and the connection is closed. One client at a time: another
+that authenticates meanwhile gets `busy` and is closed. The attached client's requests go to the
+one Server of server.py; its events leave on a writer thread (with the bytes of previews and
+meshes in them: protocol.with_file_data), so a slow or vanished client never blocks the run. A client that
+disconnects leaves the run going: connect again and send `attach {id}` for its latest progress,
+preview and mesh, and its end. `shutdown` from a client closes only its own connection;
+SIGINT/SIGTERM stop the server (the run is cancelled and writes its mesh first).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+from .server import _EOF, Server, _read_lines, event_line
+
+log = logging.getLogger("dreamtime.server")
+
+AUTH_SECONDS = 10.0  # a connection must authenticate within this
+MAX_AUTH_BYTES = 4096  # the auth line is at most this long
+MAX_HANDSHAKES = 16  # connections authenticating at once; more are closed at once
+MAX_QUEUED_EVENTS = 20_000  # events waiting for a client that does not read: it is dropped
+MIN_TOKEN_CHARS = 16
+KEEPALIVE_SECONDS = 20  # a silently vanished peer is noticed within about 2x this
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') -> (host, port); ValueError saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen: expected HOST:PORT with a port from 0 to 65535, got {text!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host:
+        raise ValueError(f"--listen: no host in {text!r} (use 127.0.0.1:PORT, or 0.0.0.0:PORT with a token)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def read_token(path: str | os.PathLike) -> str:
+    """The token in `path`; a missing file is made with a fresh token, readable by its owner only."""
+    import secrets
+
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        log.info("wrote a new token to %s; give it to the add-on (Preferences > Remote > Token)", path)
+    token = path.read_text(encoding="utf-8").strip()
+    if len(token) < MIN_TOKEN_CHARS or not token.isascii() or any(c.isspace() for c in token):
+        raise ValueError(f"--token-file {path}: the token must be one word of at least {MIN_TOKEN_CHARS} ASCII characters")
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("token file %s is readable by other users; chmod 600 it", path)
+    return token
+
+
+class Connection:
+    """The attached client's side of the Server's output: `write(event)` queues, a thread sends."""
+
+    def __init__(self, sock: socket.socket, address: str):
+        self.sock, self.address, self.since = sock, address, time.time()
+        self._events: queue.Queue = queue.Queue()
+        self.closed = False
+        threading.Thread(target=self._send_loop, name=f"send-{address}", daemon=True).start()
+
+    def write(self, event: dict[str, Any]) -> None:
+        if self.closed:
+            raise OSError("connection closed")
+        if self._events.qsize() > MAX_QUEUED_EVENTS:
+            log.warning("client %s reads nothing; dropping it", self.address)
+            self.close()
+            raise OSError("client not reading")
+        self._events.put(event)
+
+    def _send_loop(self) -> None:
+        while (event := self._events.get()) is not None:
+            try:
+                self.sock.sendall(event_line(protocol.with_file_data(event)).encode("utf-8"))
+            except OSError:
+                self.close()
+                return
+
+    def close(self) -> None:
+        """Hang up: the reader sees EOF, the writer stops. Idempotent, from any thread."""
+        if not self.closed:
+            self.closed = True
+            self._events.put(None)
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class TcpServer:
+    """Accepts connections, authenticates them, and feeds one Server from the attached client."""
+
+    def __init__(self, server: Server, listener: socket.socket, token: str | None):
+        self.server, self.listener, self.token = server, listener, token
+        self.requests: queue.Queue = queue.Queue()
+        self.client: Connection | None = None
+        self._lock = threading.Lock()
+        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.listener.getsockname()[:2]
+
+    def serve(self) -> int:
+        """Serve until stop(); the run, if any, is cancelled and finishes writing first."""
+        threading.Thread(target=self._accept_loop, name="tcp-accept", daemon=True).start()
+        try:
+            return self.server.dispatch(self.requests)
+        finally:
+            self.listener.close()
+            if self.client is not None:
+                self.client.close()
+
+    def stop(self) -> None:
+        self.requests.put(_EOF)
+
+    # ------------------------------------------------------------------ connections
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                sock, peer = self.listener.accept()
+            except OSError:
+                return  # the listener was closed
+            if not self._handshakes.acquire(blocking=False):
+                sock.close()
+                continue
+            threading.Thread(target=self._serve_connection, args=(sock, f"{peer[0]}:{peer[1]}"), daemon=True).start()
+
+    def _serve_connection(self, sock: socket.socket, address: str) -> None:
+        try:
+            try:
+                client = self._authenticate(sock, address)
+            finally:
+                self._handshakes.release()
+            if client is not None:
+                self._attached(client)
+        finally:
+            sock.close()
+
+    def _authenticate(self, sock: socket.socket, address: str) -> Connection | None:
+        """Read the auth line only; the client's Connection if it passes and no other is attached."""
+        sock.settimeout(AUTH_SECONDS)
+        try:
+            line = _read_one_line(sock)
+        except (OSError, ValueError) as exc:
+            log.info("connection from %s closed before authenticating (%s)", address, exc)
+            return None
+        if not self._token_ok(line):
+            log.warning("connection from %s: authentication failed", address)
+            _refuse(sock, "auth", "authentication failed: wrong or missing token",
+                    "Copy the token from the backend's --token-file into the add-on's preferences.")
+            return None
+        with self._lock:
+            current = self.client
+            if current is None:
+                self.client = Connection(sock, address)
+                return self.client
+        since = time.strftime("%H:%M:%S", time.localtime(current.since))
+        _refuse(sock, "busy", f"another client ({current.address}, since {since}) is connected to this backend",
+                f"One client at a time. If that was you and the connection dropped, try again in {2 * KEEPALIVE_SECONDS} s.")
+        return None
+
+    def _token_ok(self, line: bytes) -> bool:
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(msg, dict) or msg.get("type") != protocol.AUTH or not isinstance(msg.get("token"), str):
+            return False
+        if self.token is None:
+            return True
+        return hmac.compare_digest(msg["token"].encode("utf-8"), self.token.encode("utf-8"))
+
+    def _attached(self, client: Connection) -> None:
+        """Feed the client's requests to the Server until it hangs up; the run is left going."""
+        sock, address = client.sock, client.address
+        sock.settimeout(None)
+        _keepalive(sock)
+        log.info("client %s attached", address)
+        self.server.attach(client)
+
+        def put(item: Any) -> None:
+            if isinstance(item, dict) and item["type"] == "shutdown":
+                client.close()  # over TCP, shutdown ends this connection, not the server
+            else:
+                self.requests.put(item)
+
+        try:
+            _read_lines(sock.recv, put)
+        finally:
+            self.server.detach(client)
+            client.close()
+            with self._lock:
+                if self.client is client:
+                    self.client = None
+            log.info("client %s detached; the run (if any) goes on", address)
+
+
+def _read_one_line(sock: socket.socket) -> bytes:
+    """Bytes up to the first newline, read one at a time so nothing after it is consumed."""
+    line = bytearray()
+    while len(line) <= MAX_AUTH_BYTES:
+        byte = sock.recv(1)
+        if not byte:
+            raise ValueError("connection closed")
+        if byte == b"\n":
+            return bytes(line)
+        line += byte
+    raise ValueError(f"first line longer than {MAX_AUTH_BYTES} bytes")
+
+
+def _refuse(sock: socket.socket, code: str, text: str, hint: str) -> None:
+    try:
+        sock.sendall(event_line(protocol.error(None, code, text, hint)).encode("utf-8"))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_SECONDS), ("TCP_KEEPINTVL", KEEPALIVE_SECONDS // 4), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, name):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+            except OSError:
+                pass
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=8)
+
+
+def main(listen_at: str, token_file: str | None) -> int:
+    """The `serve --listen` command: prints `listening on HOST:PORT` on stdout, then serves."""
+    host, port = parse_listen(listen_at)
+    token = read_token(token_file) if token_file else None
+    if token is None and not is_loopback(host):
+        raise ValueError(f"--listen {listen_at}: a non-loopback address needs --token-file; anyone who can reach "
+                         "the port could run generations and write files as you (or keep 127.0.0.1 and use an SSH tunnel)")
+    if token is None:
+        log.warning("no --token-file: any local user can connect to %s:%d", host, port)
+    try:
+        listener = listen(host, port)
+    except OSError as exc:
+        raise ValueError(f"--listen {listen_at}: cannot listen there ({exc.strerror or exc})") from None
+    from .trainer import resolve_device  # torch: only once the arguments are known to be good
+
+    tcp = TcpServer(Server(None, resolve_device("auto").type), listener, token)
+    bound_host, bound_port = tcp.address
+    print(f"listening on {bound_host}:{bound_port}", flush=True)
+    os.dup2(2, 1)  # from here on stray prints go to stderr, as with stdio serve
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: tcp.stop())
+    log.info("DreamTime backend serving protocol %d on %s:%d (%s)", protocol.PROTOCOL_VERSION, bound_host, bound_port,
+             "token required" if token else "no token")
+    return tcp.serve()
+
