@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import bench_metrics
-from .bench_suite import SuiteEntry, suite_entries, write_targets
+from .bench_suite import SuiteEntry, suite_entries, targets_path, write_targets
 from .config import GenerationConfig
 from .run_folder import atomic_write_text
-
-log = logging.getLogger("dreamtime")
 
 # Analytic runs small enough for a 2-core CPU: one run takes ~48 s on one idle core, so the quick
 # suite (4 prompts x 3 schedules x 3 seeds, 2 runs at a time) is sized for ~15 minutes.
@@ -88,24 +86,15 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
                 return {**previous, "reused": True}
         except (OSError, ValueError):
             pass  # unreadable: run again
-    import torch
-
-    from .metrics import ring_quality
     from .trainer import Trainer
 
     config = GenerationConfig.from_dict(job["config"]).validate()
     curve: dict[str, list] = {"eval_steps": [], "psnr": [], "consistency": [], "best_target": []}
-    target_images: list[Any] = []  # rendered once, on the first evaluation
 
     def evaluate(steps_done: int) -> None:
         if trainer.guidance_kind != "analytic" or (steps_done % job["eval_every"] and steps_done != config.steps):
             return
-        resolution = config.preview_resolution
-        with torch.no_grad():
-            if not target_images:
-                settings = trainer._eval_settings(trainer.ring)
-                target_images.append(trainer.guidance.targets.render(trainer.ring, resolution, config.samples_per_ray, settings, config.scene_radius))
-            quality = ring_quality(trainer.render_ring(resolution), target_images[0], trainer.guidance.targets.names)
+        quality = trainer.evaluate_quality()
         for key, value in (("eval_steps", steps_done), ("psnr", quality["psnr"]), ("consistency", quality["consistency"]), ("best_target", quality["best_target"])):
             curve[key].append(value)
 
@@ -152,16 +141,17 @@ def run_bench(
 
     from . import bench_plots
 
-    out.mkdir(parents=True, exist_ok=True)
-    job_list = []
+    job_list = []  # every config is built and validated before anything is written
     for entry in entries:
-        targets_file = write_targets(entry, out / "targets")
+        targets_file = targets_path(entry, out / "targets")
         for variant in variants:
             for seed in range(seeds):
                 run_dir = out / "runs" / variant.label / entry.name / f"seed{seed}"
                 config = bench_config(base, entry, targets_file, seed, variant, run_dir)
                 job_list.append({"label": variant.label, "entry": entry.name, "kind": entry.kind, "config": config.to_dict(),
                                  "eval_every": eval_every})
+    for entry in entries:
+        write_targets(entry, out / "targets")
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(job_list), file=sys.stderr, disable=not progress, unit="run", desc="bench")
@@ -279,9 +269,6 @@ def run_cli(args, sensitivity: bool = False) -> int:
     variants = sensitivity_variants() if sensitivity else schedule_variants([s.strip() for s in args.schedules.split(",") if s.strip()])
     eval_every = args.eval_every or max(1, base["steps"] // 12)
     jobs = args.jobs or (2 if base["device"] == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
-    for variant in variants:  # every config is checked before any run starts
-        for entry in entries:
-            bench_config(base, entry, "", 0, variant, Path(args.out))
     bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet)
     quality = {label: s.get("quality_db") for label, s in bench["schedules"].items()}
     print(json.dumps({"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality, "wall_s": bench["wall_s"]}, indent=1))

@@ -95,11 +95,15 @@ def sd_entries(name: str) -> tuple[SuiteEntry, ...]:
     return SD_SUITES[name]
 
 
+def targets_path(entry: SuiteEntry, folder: Path) -> str:
+    """Where `entry`'s targets file goes in `folder` (empty string for prompt-only entries)."""
+    return "" if entry.targets is None else str(folder / f"{entry.name}.targets.json")
+
+
 def write_targets(entry: SuiteEntry, folder: Path) -> str:
-    """The targets file of `entry` in `folder` (empty string for prompt-only entries)."""
-    if entry.targets is None:
-        return ""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{entry.name}.targets.json"
-    path.write_text(json.dumps(entry.targets, indent=1), encoding="utf-8")
-    return str(path)
+    """Write `entry`'s targets file into `folder`; returns its path ("" for prompt-only entries)."""
+    path = targets_path(entry, folder)
+    if path:
+        folder.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(entry.targets, indent=1), encoding="utf-8")
+    return path

@@ -26,11 +26,13 @@ MAX_SEED = 2**32 - 1
 
 
 class ConfigError(ValueError):
-    """A config value out of range. `field` names the offending field."""
+    """A config value out of range. `field` names the offending field; `fields` adds the others
+    of a rule between fields (m2 <= m1: changing either one fixes it)."""
 
-    def __init__(self, field_name: str, message: str):
+    def __init__(self, field_name: str, message: str, related: tuple[str, ...] = ()):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.fields = (field_name, *related)
 
 
 @dataclass
@@ -118,11 +120,11 @@ class GenerationConfig:
         _integer(self, "t_min", 1, NUM_TRAIN_TIMESTEPS - 2)
         _integer(self, "t_max", 2, NUM_TRAIN_TIMESTEPS - 1)
         if self.t_min >= self.t_max:
-            raise ConfigError("t_min", f"must be < t_max ({self.t_max}), got {self.t_min}")
+            raise ConfigError("t_min", f"must be < t_max ({self.t_max}), got {self.t_min}", related=("t_max",))
         for name in ("m1", "m2"):
             _number(self, name, 0, NUM_TRAIN_TIMESTEPS)
         if self.m2 > self.m1:
-            raise ConfigError("m2", f"must be <= m1 ({self.m1:g}), got {self.m2:g}")
+            raise ConfigError("m2", f"must be <= m1 ({self.m1:g}), got {self.m2:g}", related=("m1",))
         for name in ("s1", "s2"):
             _number(self, name, 1e-6, 10 * NUM_TRAIN_TIMESTEPS, "must be > 0 and at most 10000")
         _choice(self, "guidance", GUIDANCES)
@@ -146,7 +148,7 @@ class GenerationConfig:
         for name in ("albedo_warmup", "textureless_prob", "albedo_prob"):
             _number(self, name, 0, 1)
         if self.textureless_prob + self.albedo_prob > 1:
-            raise ConfigError("albedo_prob", "albedo_prob + textureless_prob must be at most 1")
+            raise ConfigError("albedo_prob", "albedo_prob + textureless_prob must be at most 1", related=("textureless_prob",))
         for name in ("lr", "lr_mlp"):
             _number(self, name, 1e-8, 10, "must be > 0 and at most 10")
         _number(self, "lr_final_ratio", 1e-4, 1)

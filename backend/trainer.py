@@ -402,10 +402,11 @@ class Trainer:
 
         resolution = self.config.preview_resolution
         renders = self.render_ring(resolution)
-        settings = self._eval_settings(self.ring)
         targets = self.guidance.targets
-        images = targets.render(self.ring, resolution, self.config.samples_per_ray, settings, self.config.scene_radius)  # (K, V, H, W, 3)
-        return ring_quality(renders, images, targets.names)
+        if getattr(self, "_target_ring", None) is None:  # the targets never change: render their ring once
+            settings = self._eval_settings(self.ring)
+            self._target_ring = targets.render(self.ring, resolution, self.config.samples_per_ray, settings, self.config.scene_radius)  # (K, V, H, W, 3)
+        return ring_quality(renders, self._target_ring, targets.names)
 
     def mesh_error(self, best_target: int) -> dict[str, Any]:
         from .mesh import sample_surface

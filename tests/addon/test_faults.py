@@ -64,31 +64,31 @@ def scenario_bad_settings_and_no_backend():
     return results
 
 
-def scenario_backend_exits_at_start():
+def _run_fake_backend_to_its_end(source: str):
+    """Generate against a fake backend running `source`; pump until the add-on gives up on it."""
     import bpy
     from in_blender import install_extension, process_gone, pump_until
 
     addon = install_extension()
     client, props = addon.client, bpy.context.scene.dreamtime
-    _fake_backend(addon, "import sys\nsys.stderr.write(\"Traceback (most recent call last):\\nModuleNotFoundError: No module named 'torch'\\n\")\nsys.exit(3)\n")
-    assert _generate() == {"FINISHED"}
-    pid = client._run.process.pid
-    pump_until(client, lambda: not client.busy(), timeout=30)
-    assert not props.running and props.status == "error" and process_gone(pid)
-    return {"error": props.error, "hint": props.error_hint}
-
-
-def scenario_wrong_protocol_version():
-    import bpy
-    from in_blender import install_extension, process_gone, pump_until
-
-    addon = install_extension()
-    client, props = addon.client, bpy.context.scene.dreamtime
-    _fake_backend(addon, "import json, sys\nprint(json.dumps({'type': 'ready', 'version': 99, 'device': 'cpu', 'features': []}), flush=True)\nsys.stdin.read()\n")
+    _fake_backend(addon, source)
     assert _generate() == {"FINISHED"}
     pid = client._run.process.pid
     pump_until(client, lambda: not client.busy(), timeout=30)
     assert not props.running and process_gone(pid)
+    return props
+
+
+def scenario_backend_exits_at_start():
+    props = _run_fake_backend_to_its_end(
+        "import sys\nsys.stderr.write(\"Traceback (most recent call last):\\nModuleNotFoundError: No module named 'torch'\\n\")\nsys.exit(3)\n")
+    assert props.status == "error"
+    return {"error": props.error, "hint": props.error_hint}
+
+
+def scenario_wrong_protocol_version():
+    props = _run_fake_backend_to_its_end(
+        "import json, sys\nprint(json.dumps({'type': 'ready', 'version': 99, 'device': 'cpu', 'features': []}), flush=True)\nsys.stdin.read()\n")
     return {"error": props.error, "hint": props.error_hint}
 
 
