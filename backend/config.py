@@ -216,6 +216,7 @@ CPU_PRESET: dict[str, Any] = {
     "mesh_resolution": 160,
     "mesh_threshold": 5.0,  # the voxel field's surfaces are soft: its visual surface sits at low density
     "mesh_smooth": 0.025,  # about one voxel of the 96^3 grid: removes speckle handles
+    "sdf_after": 0.45,  # the voxel grid becomes a signed distance for the last 55 % of steps: a sharp surface
     "preview_every": 100,
     "checkpoint_every": 175,
 }

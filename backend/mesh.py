@@ -105,6 +105,7 @@ def extract_mesh(
     device: str = "cpu",
     fill_cavities: bool = True,
     smooth: float = 0.0,
+    smooth_log: bool = True,
 ) -> trimesh.Trimesh:
     """Marching cubes of {density >= threshold} on a `resolution`³ grid over [-bound, bound]^3.
 
@@ -113,7 +114,9 @@ def extract_mesh(
     `albedo_fn` at the vertices (uint8 RGBA, sRGB as rendered). `mesh.metadata` records
     `points_evaluated` and `grid_points` (= resolution³). With `fill_cavities`, empty space that
     the outside cannot reach is filled first, so a hollow shell gives one closed outer surface.
-    `smooth` > 0 blurs log density with a Gaussian of that width (world units) first.
+    `smooth` > 0 blurs the grid with a Gaussian of that width (world units) first: log density, or
+    the values themselves with `smooth_log` False (a signed distance, which a blur leaves in place
+    where the surface is flat; it removes marching cubes' sub-voxel tunnels at sharp edges).
     Raises MeshError if nothing is found.
     """
     xs = np.linspace(-bound, bound, resolution, dtype=np.float32)  # (R,) grid axis in world units
@@ -123,9 +126,12 @@ def extract_mesh(
             f"no surface above density threshold {threshold:g} (max density found {np.nanmax(grid):.3g}); "
             "the field may be empty — train longer or lower the threshold"
         )
-    if smooth > 0:  # Gaussian blur of log density: removes voxel-scale speckle, keeps the surface
-        log_grid = ndimage.gaussian_filter(np.log(np.maximum(grid, 1e-6)), sigma=smooth * (resolution - 1) / 2 / bound)
-        grid = np.exp(log_grid).astype(np.float32)
+    if smooth > 0:  # Gaussian blur: removes voxel-scale speckle, keeps the surface
+        sigma = smooth * (resolution - 1) / 2 / bound
+        if smooth_log:
+            grid = np.exp(ndimage.gaussian_filter(np.log(np.maximum(grid, 1e-6)), sigma)).astype(np.float32)
+        else:
+            grid = ndimage.gaussian_filter(grid, sigma).astype(np.float32)
     if fill_cavities:  # a hollow shell (unseen, untrained interior) becomes solid: one outer surface
         inside = grid >= threshold
         enclosed = ndimage.binary_fill_holes(inside) & ~inside

@@ -357,14 +357,15 @@ class Trainer:
 
     @torch.no_grad()
     def _mesh_of_field(self):
-        """Marching cubes of the field: density at mesh_threshold, or s = 0 once it is an SDF (not blurred:
-        its conversion already was)."""
+        """Marching cubes of the field: density at mesh_threshold, or s = 0 once it is an SDF; blurred by
+        mesh_smooth first (log density; an SDF linearly, which removes sub-voxel tunnels at sharp edges)."""
         from .mesh import extract_mesh
 
         cfg = self.config
         inside, level = self.field.surface(cfg.mesh_threshold)
-        smooth = 0.0 if self.field.sdf_mode else cfg.mesh_smooth
-        return extract_mesh(inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=smooth)
+        return extract_mesh(
+            inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=cfg.mesh_smooth, smooth_log=not self.field.sdf_mode
+        )
 
     def _extract_now(self, step: int) -> None:
         """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""

@@ -177,3 +177,13 @@ def test_hollow_shell_gives_one_outer_surface():
     assert solid.euler_number == 2 and solid.metadata["cavity_points_filled"] > 0
     hollow = extract_mesh(shell, white, resolution=64, threshold=10.0, fill_cavities=False, min_component_ratio=0)
     assert hollow.euler_number == 4  # outer and inner spheres
+
+
+def test_linear_smoothing_of_a_signed_distance_keeps_its_surface():
+    def minus_sdf(points):  # (N, 3) -> (N,): r0 - |x|, positive inside, surface at level 0
+        return R0 - points.norm(dim=-1)
+
+    mesh = extract_mesh(minus_sdf, GREY, resolution=64, threshold=0.0, smooth=0.025, smooth_log=False)
+    radius = np.linalg.norm(mesh.vertices, axis=1)  # (V,)
+    assert np.allclose(radius, R0, rtol=0.005)  # a blur moves a level set of |x| inward by ~sigma^2 / r0
+    assert mesh.euler_number == 2
