@@ -82,3 +82,22 @@ def test_sensitivity_variants_are_valid_configs_that_move_one_slider_each():
         GenerationConfig(prompt="x", **variant.overrides).validate()
         assert len(variant.overrides) <= 2
     assert [v.label for v in schedule_variants(["tp", "linear"])] == ["tp", "linear"]
+
+
+def test_sd_guidance_bench_records_loss_and_time_without_a_known_answer(tmp_path):
+    from backend.make_model import make_model
+
+    model = make_model("tiny", tmp_path / "tiny")  # random weights, loaded back like a user's folder
+    out = tmp_path / "bench"
+    result = bench("--guidance", "sd", "--model", str(model), "--suite", "minimal", "--seeds", "1", "--steps", "3",
+                   "--schedules", "tp,uniform", "--jobs", "1", "--device", "cpu", "--out", str(out), "--quiet",
+                   "--set", "resolution=32", "--set", "preview_resolution=16", "--set", "samples_per_ray=16",
+                   "--set", "dense_resolution=32", "--set", "mesh_resolution=32")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "bench.json").read_text())
+    assert data["ratios"] == {}  # no targets: nothing to score against
+    for label in ("tp", "uniform"):
+        entry = data["schedules"][label]
+        assert entry["runs"] == 1 and entry["final_loss"] > 0 and entry["wall_s"] > 0
+    assert all(run["quality"] is None and run["psnr"] == [] for run in data["runs"])
+    assert (out / "plots" / "schedules.png").stat().st_size > 1000
