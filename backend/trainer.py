@@ -33,15 +33,10 @@ from .renderer import RenderSettings, render
 from .run_setup import TrainingError, build_guidance, preflight, resolve_device, resolve_guidance  # noqa: F401 (re-exported)
 from .run_folder import atomic_path, atomic_write_text, remove_stale_temps
 from .schedule import timesteps
+from .sdf_switch import CALIBRATION_VIEWS, switch_to_sdf
 
 log = logging.getLogger("dreamtime")
 
-# Density -> SDF (sdf_after): the SDF's surface starts at this density's level set, which holds the young
-# field's thin, unseen inside (sigma ~ 3-20 there; a hole in it would be a hole that no image closes);
-# the calibration then moves it in to where the images put it.
-SDF_CONVERSION_DENSITY = 2.0
-SDF_CALIBRATION_VIEWS = 4  # random views that place the SDF's surface where the density field's showed
-SDF_OFFSETS = np.linspace(-0.04, 0.2, 13)  # inward moves of the SDF surface tried then (world units)
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
 CHECKPOINT_VERSION = 1
 
@@ -123,32 +118,16 @@ class Trainer:
 
     @torch.no_grad()
     def _switch_to_sdf(self, step: int) -> None:
-        """Log density -> signed distance (field.convert_to_sdf at SDF_CONVERSION_DENSITY), then one
-        offset chosen so the SDF field renders as the density field did: that level set lies a few
-        samples outside what the images show, and an opaque SDF shows its surface ~beta log(sigma_max
-        beta) outside s = 0. The offset minimizes the image difference over SDF_OFFSETS (world units),
-        refined by a parabola through the best and its neighbours; Adam restarts (its moments were
-        for log density)."""
+        """The field becomes a signed distance (sdf_switch.py), calibrated on a few fixed random views;
+        Adam restarts (its moments were for log density)."""
         cfg = self.config
-        cameras = random_cameras(SDF_CALIBRATION_VIEWS, torch.Generator().manual_seed(cfg.seed * 1_000_003 + cfg.steps)).to(self.device)
+        cameras = random_cameras(CALIBRATION_VIEWS, torch.Generator().manual_seed(cfg.seed * 1_000_003 + cfg.steps)).to(self.device)
         settings = RenderSettings("lambertian", fixed_light(cameras), torch.ones(len(cameras), 3, device=self.device))
 
         def views() -> torch.Tensor:  # (V, H, W, 3)
             return render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, radius=cfg.scene_radius)["rgb"]
 
-        reference = views()
-        self.field.convert_to_sdf(SDF_CONVERSION_DENSITY, cfg.mesh_smooth)
-        errors = []
-        for offset in SDF_OFFSETS:
-            self.field.offset_sdf(offset)
-            errors.append(float((views() - reference).square().mean()))
-            self.field.offset_sdf(-offset)
-        best = int(np.argmin(errors))
-        offset = float(SDF_OFFSETS[best])
-        if 0 < best < len(SDF_OFFSETS) - 1:
-            e_minus, e_0, e_plus = errors[best - 1 : best + 2]
-            offset += 0.5 * (SDF_OFFSETS[1] - SDF_OFFSETS[0]) * (e_minus - e_plus) / max(e_minus - 2 * e_0 + e_plus, 1e-12)
-        self.field.offset_sdf(offset)
+        offset = switch_to_sdf(self.field, views, cfg.mesh_smooth)
         self.optimizer = self._make_optimizer()
         log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before)", step, offset)
 
@@ -371,7 +350,6 @@ class Trainer:
         """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
         from .mesh import MeshError, export_mesh
 
-        cfg = self.config
         try:
             mesh = self._mesh_of_field()
         except MeshError as exc:
@@ -383,7 +361,6 @@ class Trainer:
     def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
         from .mesh import MeshError, export_mesh
 
-        cfg = self.config
         self.metrics.setdefault("mesh", {})
         self.mesh = None
         try:

@@ -109,7 +109,7 @@ def scenario_pump_cost_512_preview():
     from pathlib import Path
 
     import bpy
-    from in_blender import install_extension, pump_until
+    from in_blender import install_extension
     from PIL import Image
 
     addon = install_extension()
@@ -152,7 +152,6 @@ def scenario_pump_cost_512_preview():
 
 def scenario_garbage_then_silence():
     """A fake backend that writes a non-protocol line, then nothing: both show in the panel state."""
-    import time
     from pathlib import Path
 
     import bpy
