@@ -9,6 +9,8 @@ the density field did.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,28 +24,50 @@ from .field import NeRFField
 CONVERSION_DENSITY = 2.0
 CALIBRATION_VIEWS = 4  # random views that place the SDF's surface where the density field's showed
 OFFSETS = np.linspace(-0.04, 0.2, 13)  # inward moves of the SDF surface tried (world units)
+MIN_PSNR = 18.0  # dB; at the CPU preset's switch (step 315 of 700) "a red torus" and "a yellow cube" give 24.8 and 23.6, the 8-colour haze of "a torus" 12.0
+
+
+@dataclass(frozen=True)
+class SdfSwitch:
+    offset: float  # inward move of the surface applied (world units)
+    psnr: float  # how well the SDF renders the density field's views (dB); the switch needs MIN_PSNR
+    done: bool  # False: the field stayed log density (not yet a surface)
 
 
 @torch.no_grad()
-def switch_to_sdf(field: NeRFField, render_views: Callable[[], torch.Tensor], smooth: float) -> float:
-    """Convert `field` to an SDF in place; return the inward offset applied (world units).
+def switch_to_sdf(field: NeRFField, render_views: Callable[[], torch.Tensor], smooth: float, min_psnr: float = MIN_PSNR) -> SdfSwitch:
+    """Convert `field` to an SDF in place if it renders like the density field did; else leave it as it was.
 
     An opaque SDF shows its surface ~beta·log(sigma_max·beta) outside s = 0, and the density level
     set lies a few samples outside what the images show; one offset corrects both. It minimizes
     mean((render_views() − before)²) over OFFSETS, refined by the vertex of the parabola through
-    the best and its neighbours. `smooth` blurs the grid before conversion (world units).
+    the best and its neighbours. `smooth` blurs the grid before conversion (world units). A field
+    that is still a translucent haze (a blend of modes early in a run) has no surface to convert:
+    below `min_psnr` between the two renders the log density is restored.
     """
     reference = render_views()
+    density = field.encoding.grid[0, 0].clone()
     field.convert_to_sdf(CONVERSION_DENSITY, smooth)
-    errors = []
-    for offset in OFFSETS:
+
+    def error(offset: float) -> float:
         field.offset_sdf(offset)
-        errors.append(float((render_views() - reference).square().mean()))
+        value = float((render_views() - reference).square().mean())
         field.offset_sdf(-offset)
+        return value
+
+    errors = [error(offset) for offset in OFFSETS]
     best = int(np.argmin(errors))
     offset = float(OFFSETS[best])
     if 0 < best < len(OFFSETS) - 1:
         e_minus, e_0, e_plus = errors[best - 1 : best + 2]
         offset += 0.5 * (OFFSETS[1] - OFFSETS[0]) * (e_minus - e_plus) / max(e_minus - 2 * e_0 + e_plus, 1e-12)
+    refined = error(offset)
+    if refined > errors[best]:
+        offset, refined = float(OFFSETS[best]), errors[best]
+    psnr = -10.0 * math.log10(max(refined, 1e-12))
+    if psnr < min_psnr:
+        field.encoding.grid[0, 0] = density
+        field.sdf_mode = False
+        return SdfSwitch(offset, psnr, done=False)
     field.offset_sdf(offset)
-    return offset
+    return SdfSwitch(offset, psnr, done=True)

@@ -33,10 +33,11 @@ from .renderer import RenderSettings, render
 from .run_setup import TrainingError, build_guidance, preflight, resolve_device, resolve_guidance  # noqa: F401 (re-exported)
 from .run_folder import atomic_path, atomic_write_text, remove_stale_temps
 from .schedule import timesteps
-from .sdf_switch import CALIBRATION_VIEWS, switch_to_sdf
+from .sdf_switch import CALIBRATION_VIEWS, MIN_PSNR, switch_to_sdf
 
 log = logging.getLogger("dreamtime")
 
+SDF_RETRY_SHARE = 0.05  # a field not ready to be an SDF is tried again this share of the steps later
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
 CHECKPOINT_VERSION = 1
 
@@ -119,7 +120,8 @@ class Trainer:
     @torch.no_grad()
     def _switch_to_sdf(self, step: int) -> None:
         """The field becomes a signed distance (sdf_switch.py), calibrated on a few fixed random views;
-        Adam restarts (its moments were for log density)."""
+        Adam restarts (its moments were for log density). A field with no surface yet stays log
+        density and is tried again SDF_RETRY_SHARE of the steps later. Each try goes to metrics.json."""
         cfg = self.config
         cameras = random_cameras(CALIBRATION_VIEWS, torch.Generator().manual_seed(cfg.seed * 1_000_003 + cfg.steps)).to(self.device)
         settings = RenderSettings("lambertian", fixed_light(cameras), torch.ones(len(cameras), 3, device=self.device))
@@ -127,9 +129,15 @@ class Trainer:
         def views() -> torch.Tensor:  # (V, H, W, 3)
             return render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, radius=cfg.scene_radius)["rgb"]
 
-        offset = switch_to_sdf(self.field, views, cfg.mesh_smooth)
+        result = switch_to_sdf(self.field, views, cfg.mesh_smooth)
+        self.metrics.setdefault("sdf_switch", []).append({"step": step, "psnr": round(result.psnr, 2), "offset": round(result.offset, 4), "done": result.done})
+        if not result.done:
+            self.sdf_step = step + max(1, round(SDF_RETRY_SHARE * cfg.steps))
+            log.info("step %d: the field is no surface yet (as an SDF it would render at %.1f dB, %.0f needed); next try at step %d",
+                     step, result.psnr, MIN_PSNR, self.sdf_step)
+            return
         self.optimizer = self._make_optimizer()
-        log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before)", step, offset)
+        log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before; %.1f dB)", step, result.offset, result.psnr)
 
     # ------------------------------------------------------------------ one step
     def _step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
