@@ -9,7 +9,6 @@ the density field did.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from .field import NeRFField
+from .metrics import psnr
 
 # The SDF's surface starts at this density's level set, which holds the young field's thin, unseen
 # inside (sigma ~ 3-20 there; a hole in it would be a hole that no image closes); the calibration
@@ -64,10 +64,10 @@ def switch_to_sdf(field: NeRFField, render_views: Callable[[], torch.Tensor], sm
     refined = error(offset)
     if refined > errors[best]:
         offset, refined = float(OFFSETS[best]), errors[best]
-    psnr = -10.0 * math.log10(max(refined, 1e-12))
-    if psnr < min_psnr:
+    quality = psnr(refined)
+    if quality < min_psnr:
         field.encoding.grid[0, 0] = density
         field.sdf_mode = False
-        return SdfSwitch(offset, psnr, done=False)
+        return SdfSwitch(offset, quality, done=False)
     field.offset_sdf(offset)
-    return SdfSwitch(offset, psnr, done=True)
+    return SdfSwitch(offset, quality, done=True)
