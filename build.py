@@ -1,6 +1,7 @@
 """Build the Blender extension: `python build.py` -> dist/dreamtime-<version>.zip.
 
-The zip holds the add-on (dreamtime_blender/, manifest at the top) and, under `bundled/`, the
+The zip holds the manifest (the repository's top-level blender_manifest.toml, written into the zip's
+root), the add-on (dreamtime_blender/, at the zip's root too) and, under `bundled/`, the
 backend sources it launches (`bundled/backend/`) with their requirements (`bundled/requirements.txt`,
 read from pyproject.toml). It is then checked with Blender's own extension validator when one is
 available — a `blender` binary (`blender --command extension validate`) or the `bpy` module's
@@ -23,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 ADDON = REPO / "dreamtime_blender"
 BACKEND = REPO / "backend"
+MANIFEST = REPO / "blender_manifest.toml"  # the one manifest; the zip's root gets it
 SKIP = re.compile(r"(^|/)(__pycache__|\.[^/]*)(/|$)|\.pyc$")
 # Blender's add-on tags (bl_pkg's tag list) and permission names, for the fallback check.
 ADDON_TAGS = {
@@ -35,7 +37,7 @@ PERMISSIONS = {"files", "network", "clipboard", "camera", "microphone"}
 
 
 def manifest() -> dict:
-    with open(ADDON / "blender_manifest.toml", "rb") as handle:
+    with open(MANIFEST, "rb") as handle:
         return tomllib.load(handle)
 
 
@@ -47,7 +49,8 @@ def requirements() -> str:
 
 def files() -> list[tuple[Path, str]]:
     """(source file, name in the zip) for everything the extension ships."""
-    entries = [(p, p.relative_to(ADDON).as_posix()) for p in sorted(ADDON.rglob("*")) if p.is_file()]
+    entries = [(MANIFEST, MANIFEST.name)]
+    entries += [(p, p.relative_to(ADDON).as_posix()) for p in sorted(ADDON.rglob("*")) if p.is_file()]
     entries += [(p, "bundled/" + p.relative_to(REPO).as_posix()) for p in sorted(BACKEND.rglob("*.py"))]
     return [(path, name) for path, name in entries if not SKIP.search(name)]
 

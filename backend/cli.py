@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", metavar="HOST:PORT", help="serve over TCP instead (e.g. 127.0.0.1:7841; port 0: any free one)")
     serve.add_argument("--token-file", metavar="F", help="clients must send this file's token (made if missing); needed off loopback")
 
-    from .batch import add_arguments as add_batch_arguments
+    from .cluster.batch import add_arguments as add_batch_arguments
 
     add_batch_arguments(commands.add_parser("batch", help="prompts x seeds as Ray tasks, one run folder each; index.json + contact sheet"), CONFIG_FLAGS)
 
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--samples-per-ray", type=int)
     step.add_argument("--batch-size", type=int, default=1)
     step.add_argument("--low-vram", action="store_true", help="sd: attention slicing, VAE checkpointing")
-    from .bench_convergence import add_arguments
+    from .bench.convergence import add_arguments
 
     add_arguments(bench.add_parser("convergence", help="schedules x seeds x prompts: quality, diversity, steps-to-quality; bench.json + plots"))
     add_arguments(bench.add_parser("sensitivity", help="TP-SDS with m1, m2, s1, s2 across their slider ranges and W_d off"), sensitivity=True)
@@ -170,34 +170,34 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     if args.listen is None and args.token_file is None:
-        from .server import main as serve
+        from .serve.server import main as serve
 
         return serve()
-    from .tcp_server import main as serve_tcp
+    from .serve.tcp_server import main as serve_tcp
 
     return serve_tcp(args.listen or f"127.0.0.1:{protocol.DEFAULT_PORT}", args.token_file)
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .batch import run
+    from .cluster.batch import run
 
     return run(args)
 
 
 def run_make_model(args: argparse.Namespace) -> int:
-    from .make_model import make_model
+    from .guidance.make_model import make_model
 
     print(make_model(args.shape, args.out, args.seed, args.force))
     return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from . import bench_convergence, bench_step
+    from .bench import convergence as bench_convergence, step as bench_step
 
     if args.bench == "step":
         return bench_step.run(args)
     if args.bench == "report":
-        from . import bench_report
+        from .bench import report as bench_report
 
         return bench_report.run_cli(args)
     return bench_convergence.run_cli(args, sensitivity=args.bench == "sensitivity")

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from .targets import Target
+from .guidance.targets import Target
 
 PSNR_CAP_DB = 100.0  # the PSNR reported for identical images
 

@@ -38,7 +38,7 @@ def preflight(config: GenerationConfig) -> None:
     config.validate()
     kind = resolve_guidance(config, resolve_device(config.device))
     if kind == "analytic":
-        from .targets import load_targets
+        from .guidance.targets import load_targets
 
         load_targets(config.prompt, config.targets)  # raises TargetError naming unknown words
     elif kind == "sd":
@@ -52,8 +52,8 @@ def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
     if kind == "analytic":
         from .guidance.analytic import AnalyticGuidance
         from .schedule import scaled_linear_alphas_cumprod
-        from .target_volumes import TargetSet
-        from .targets import library, load_targets
+        from .guidance.target_volumes import TargetSet
+        from .guidance.targets import library, load_targets
 
         if config.background == "learned":
             raise ConfigError("background", "the analytic prior needs a known background: random, white or black")

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bench_metrics
-from .bench_suite import SuiteEntry, suite_entries, targets_path, write_targets
-from .config import GenerationConfig
-from .run_folder import atomic_write_text
+from . import metrics as bench_metrics
+from .suite import SuiteEntry, suite_entries, targets_path, write_targets
+from ..config import GenerationConfig
+from ..run_folder import atomic_write_text
 
 # Analytic runs small enough for a 2-core CPU: one run takes ~48 s on one idle core, so the quick
 # suite (4 prompts x 3 schedules x 3 seeds, 2 runs at a time) is sized for ~15 minutes.
@@ -86,7 +86,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
                 return {**previous, "reused": True}
         except (OSError, ValueError):
             pass  # unreadable: run again
-    from .trainer import Trainer
+    from ..trainer import Trainer
 
     config = GenerationConfig.from_dict(job["config"]).validate()
     curve: dict[str, list] = {"eval_steps": [], "psnr": [], "consistency": [], "best_target": []}
@@ -139,7 +139,7 @@ def run_bench(
     """Run every variant × entry × seed, write `bench.json` and the plots into `out`. Returns bench.json's dict."""
     from tqdm import tqdm
 
-    from . import bench_plots
+    from . import plots as bench_plots
 
     job_list = []  # every config is built and validated before anything is written
     for entry in entries:
@@ -219,7 +219,7 @@ def base_config(args) -> dict[str, Any]:
     """The config every run shares: the device's preset, the bench preset (analytic), the flags."""
     import torch
 
-    from .config import preset_for
+    from ..config import preset_for
 
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     base: dict[str, Any] = {**preset_for(device), "device": device, "guidance": args.guidance}
@@ -235,7 +235,7 @@ def base_config(args) -> dict[str, Any]:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """`FIELD=VALUE` strings as config values, typed like the field's default (JSON for dicts)."""
-    from .config import ConfigError
+    from ..config import ConfigError
 
     defaults = GenerationConfig().to_dict()
     values: dict[str, Any] = {}
@@ -261,7 +261,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def run_cli(args, sensitivity: bool = False) -> int:
     base = base_config(args)
     if args.guidance == "sd":
-        from .bench_suite import sd_entries
+        from .suite import sd_entries
 
         entries = sd_entries(args.suite)
     else:

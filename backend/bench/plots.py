@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .run_folder import atomic_path
+from ..run_folder import atomic_path
 
 
 def _pyplot():
@@ -63,7 +63,7 @@ def quality_curves(bench: dict[str, Any], path: Path) -> Path | None:
 
 
 def schedule_curves(bench: dict[str, Any], path: Path) -> Path:
-    from .schedule import scaled_linear_alphas_cumprod, timesteps
+    from ..schedule import scaled_linear_alphas_cumprod, timesteps
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from .cameras import random_cameras
-from .config import GenerationConfig, preset_for
-from .guidance import View
+from ..cameras import random_cameras
+from ..config import GenerationConfig, preset_for
+from ..guidance import View
 
 FLOORS = {
     "sd": "guidance.losses + backward on a fixed render: resize, VAE encode forward/backward, UNet on [uncond, cond] (2B), CFG",
@@ -60,7 +60,7 @@ def floor_step(trainer, step: int) -> None:
 
 def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     """Time `steps` training steps and their floors (after `warmup` of each) on a throwaway run folder."""
-    from .trainer import Trainer, log as trainer_log
+    from ..trainer import Trainer, log as trainer_log
 
     config = config.replace(steps=warmup + steps, preview_every=0, checkpoint_every=0).validate()
     with tempfile.TemporaryDirectory(prefix="dreamtime-bench-") as run_dir:
@@ -116,7 +116,7 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
 # ---------------------------------------------------------------------- command line
 def run(args) -> int:
     """`python -m backend bench step` (flags defined in cli.py): prints the JSON result on stdout."""
-    from .trainer import TrainingError, resolve_device
+    from ..trainer import TrainingError, resolve_device
 
     if args.steps < 1 or args.warmup < 0:
         raise ValueError(f"steps: must be >= 1 and warmup >= 0, got {args.steps} and {args.warmup}")

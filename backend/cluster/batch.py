@@ -41,7 +41,7 @@ class Job:
 
     @property
     def folder_name(self) -> str:
-        from .run_folder import slugify
+        from ..run_folder import slugify
 
         return f"{self.index:03d}-{slugify(self.prompt, 40)}-s{self.seed}"
 
@@ -104,13 +104,13 @@ def make_jobs(prompts: list[tuple[str, dict[str, Any]]], seeds: int, first_seed:
 def job_values(job: Job, flags: dict[str, Any], root: Path) -> dict[str, Any]:
     """The job's config fields: the flags, its own fields, prompt, seed and run folder; validated
     without the device preset (that is the worker's, see server.build_config)."""
-    from .config import GenerationConfig
+    from ..config import GenerationConfig
 
     values = {**flags, **job.config, "prompt": job.prompt, "seed": job.seed, "run_dir": str(root / job.folder_name)}
     try:
         GenerationConfig.from_dict(values).validate()
     except TypeError as exc:
-        from .config import ConfigError
+        from ..config import ConfigError
 
         raise ConfigError("config", str(exc)) from None
     return values
@@ -123,9 +123,9 @@ def run_job(values: dict[str, Any], threads: int, driver_node: str | None) -> di
     job's first N attempts (counted in the run folder's attempts.json), to test retries."""
     import torch
 
-    from .run_setup import TrainingError
-    from .server import build_config
-    from .trainer import Trainer
+    from ..run_setup import TrainingError
+    from ..serve.server import build_config
+    from ..trainer import Trainer
 
     torch.set_num_threads(max(threads, 1))
     run_dir = Path(values["run_dir"])
@@ -155,7 +155,7 @@ def run_job(values: dict[str, Any], threads: int, driver_node: str | None) -> di
 
 def _record_attempt(run_dir: Path, error: str | None = None) -> list[dict[str, Any]]:
     """Append an attempt (or the current one's error) to the run folder's attempts.json."""
-    from .run_folder import atomic_write_text
+    from ..run_folder import atomic_write_text
 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "attempts.json"
@@ -190,7 +190,7 @@ def store_files(record: dict[str, Any], root: Path) -> dict[str, Any]:
     files = record.pop("files", None)
     if not files:
         return record
-    from .run_folder import atomic_write_bytes
+    from ..run_folder import atomic_write_bytes
 
     local = root / Path(record["run_dir"]).name
     for name, data in files.items():
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 def _init_options(address: str | None) -> dict[str, Any]:
     """ray.init's arguments: a local instance on this machine's CPUs, or the cluster at `address`;
     either way the `backend` package travels with the jobs."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the backend package
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING",
                                "runtime_env": {"py_modules": [str(package)]}}
     if address:
@@ -287,7 +287,7 @@ def _failed(job: Job, error: str, attempts: int, run_dir: Path | None = None) ->
 def write_results(root: Path, records: list[dict[str, Any]], batch: dict[str, Any] | None) -> dict[str, Any]:
     """index.json (rewritten after every job, so a stopped batch still has one) and, at the end
     (`batch` given), contact_sheet.png. Returns the summary."""
-    from .run_folder import atomic_write_text
+    from ..run_folder import atomic_write_text
 
     records = sorted(records, key=lambda r: r["index"])
     summary = {**(batch or {}), "jobs": len(records), "done": sum(r["status"] == "done" for r in records),

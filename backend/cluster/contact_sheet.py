@@ -14,7 +14,7 @@ def contact_sheet(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Write the final previews of `records` (index.json's jobs) as a grid; failed jobs in grey."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from .run_folder import atomic_path
+    from ..run_folder import atomic_path
 
     prompts = list(dict.fromkeys(record["prompt"] for record in records))
     seeds = sorted({record["seed"] for record in records})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..target_volumes import TargetSet
+from .target_volumes import TargetSet
 from . import View, classifier_free_guidance, sds_latent_target_loss
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from .cameras import Cameras
-from .grid_lookup import grid_lookup
-from .renderer import RenderSettings, normalize, render
+from ..cameras import Cameras
+from ..grid_lookup import grid_lookup
+from ..renderer import RenderSettings, normalize, render
 from .targets import Target
 
 

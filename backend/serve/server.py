@@ -22,9 +22,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from . import protocol
-from .config import ConfigError, GenerationConfig, preset_for
-from .protocol import ProtocolError
+from .. import protocol
+from ..config import ConfigError, GenerationConfig, preset_for
+from ..protocol import ProtocolError
 
 log = logging.getLogger("dreamtime.server")
 
@@ -52,7 +52,7 @@ def parse_request(line: str | bytes) -> dict[str, Any]:
 
 def build_config(values: dict[str, Any]) -> GenerationConfig:
     """A request's config over the preset of the device it resolves to; ConfigError names the field."""
-    from .trainer import preflight, resolve_device
+    from ..trainer import preflight, resolve_device
 
     try:
         config = GenerationConfig.from_dict(values).validate()
@@ -66,7 +66,7 @@ def build_config(values: dict[str, Any]) -> GenerationConfig:
 
 def features() -> list[str]:
     """What this backend can do, for the `ready` event."""
-    from .trainer import Trainer
+    from ..trainer import Trainer
 
     found = ["analytic", "cancel", "attach"]
     if importlib.util.find_spec("backend.guidance.stable_diffusion") is not None:
@@ -207,8 +207,8 @@ class Server:
 
     # ------------------------------------------------------------------ requests
     def generate(self, run_id: str, values: dict[str, Any]) -> None:
-        from .run_folder import new_run_dir
-        from .trainer import Trainer
+        from ..run_folder import new_run_dir
+        from ..trainer import Trainer
 
         if self.run is not None and not self.run.finished:
             self.error(run_id, "busy", f"run {self.run.id!r} is still running", "Cancel it or wait for its done event.")
@@ -243,7 +243,7 @@ class Server:
             self._write(event)
 
     def _work(self, run: _Run) -> None:
-        from .trainer import TrainingError
+        from ..trainer import TrainingError
 
         failure = None
         try:
@@ -343,7 +343,7 @@ def _protocol_stdout() -> TextIO:
 
 
 def main() -> int:
-    from .trainer import resolve_device
+    from ..trainer import resolve_device
 
     out = _protocol_stdout()
     device = resolve_device("auto").type

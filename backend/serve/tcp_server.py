@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from .. import protocol
 from .server import _EOF, Server, _read_lines, event_line
 
 log = logging.getLogger("dreamtime.server")
@@ -278,7 +278,7 @@ def main(listen_at: str, token_file: str | None) -> int:
         listener = listen(host, port)
     except OSError as exc:
         raise ValueError(f"--listen {listen_at}: cannot listen there ({exc.strerror or exc})") from None
-    from .trainer import resolve_device  # torch: only once the arguments are known to be good
+    from ..trainer import resolve_device  # torch: only once the arguments are known to be good
 
     tcp = TcpServer(Server(None, resolve_device("auto").type), listener, token)
     bound_host, bound_port = tcp.address

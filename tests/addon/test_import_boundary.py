@@ -54,7 +54,7 @@ def test_dev_checkout_layout(blender):
 
 
 def test_backend_imports_with_bpy_blocked():
-    code = "import sys; sys.modules['bpy'] = None; import backend.server, backend.trainer, backend.cli; print('ok')"
+    code = "import sys; sys.modules['bpy'] = None; import backend.serve.server, backend.trainer, backend.cli; print('ok')"
     result = subprocess.run([BACKEND_PYTHON, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
 

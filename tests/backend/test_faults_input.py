@@ -117,7 +117,7 @@ if given is not None:
 # ---------------------------------------------------------------------- models
 def corrupt_model(folder: Path) -> Path:
     """A diffusers layout whose UNet config is right and whose weight file is cut short."""
-    from backend.make_model import SHAPES
+    from backend.guidance.make_model import SHAPES
 
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         (folder / name).mkdir(parents=True)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from backend import cli
 from backend.config import GenerationConfig
-from backend.server import Server
+from backend.serve.server import Server
 from backend.trainer import Trainer
 from test_trainer import tiny_config
 

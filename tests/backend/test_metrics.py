@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backend.metrics import PSNR_CAP_DB, psnr, relative_chamfer, ring_quality, target_surface_points
-from backend.targets import targets_from_prompt
+from backend.guidance.targets import targets_from_prompt
 
 
 def test_psnr_values():

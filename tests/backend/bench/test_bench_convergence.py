@@ -4,10 +4,10 @@ import json
 import subprocess
 import sys
 
-from backend.bench_convergence import schedule_variants, sensitivity_variants
-from backend.bench_suite import SUITES, suite_entries
+from backend.bench.convergence import schedule_variants, sensitivity_variants
+from backend.bench.suite import SUITES, suite_entries
 from backend.config import GenerationConfig
-from backend.targets import load_targets
+from backend.guidance.targets import load_targets
 
 
 def bench(*args):
@@ -63,7 +63,7 @@ def test_every_suite_entry_reads_as_analytic_targets(tmp_path):
 
 
 def test_set_overrides_are_typed_like_the_config_fields():
-    from backend.bench_convergence import parse_overrides
+    from backend.bench.convergence import parse_overrides
     from backend.config import ConfigError
     import pytest
 
@@ -85,7 +85,7 @@ def test_sensitivity_variants_are_valid_configs_that_move_one_slider_each():
 
 
 def test_sd_guidance_bench_records_loss_and_time_without_a_known_answer(tmp_path):
-    from backend.make_model import make_model
+    from backend.guidance.make_model import make_model
 
     model = make_model("tiny", tmp_path / "tiny")  # random weights, loaded back like a user's folder
     out = tmp_path / "bench"

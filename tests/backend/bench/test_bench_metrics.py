@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from backend.bench_metrics import diversity, quality_thresholds, ratios, steps_to_quality, summarize
+from backend.bench.metrics import diversity, quality_thresholds, ratios, steps_to_quality, summarize
 
 
 def run(label, entry, seed, psnr, best, consistency=1.0, kind="colour modes"):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from backend import cli
-from backend.make_model import make_model
+from backend.guidance.make_model import make_model
 
 KEYS = {"device", "guidance", "dtype", "resolution", "guidance_input", "step_ms", "floor_ms", "ratio", "peak_mem_mb", "floor"}
 

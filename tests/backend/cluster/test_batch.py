@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend import batch, cli
+from backend import cli
+from backend.cluster import batch
 from backend.config import ConfigError
-from backend.contact_sheet import CAPTION, CELL, contact_sheet
+from backend.cluster.contact_sheet import CAPTION, CELL, contact_sheet
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY_FLAGS = [
     "--guidance", "analytic", "--steps", "10", "--resolution", "16", "--preview-resolution", "16", "--samples-per-ray", "16",
     "--dense-resolution", "24", "--mesh-resolution", "32", "--preview-every", "5", "--checkpoint-every", "0", "--quiet",

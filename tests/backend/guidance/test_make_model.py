@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend import cli
-from backend.make_model import BOS, EOS, PROMPT_WORDS, bpe_vocabulary, make_model, parameter_counts
+from backend.guidance.make_model import BOS, EOS, PROMPT_WORDS, bpe_vocabulary, make_model, parameter_counts
 from backend.schedule import scaled_linear_alphas_cumprod
 
 

@@ -16,7 +16,7 @@ from backend.guidance.stable_diffusion import (
     resolve_model_folder,
     view_suffix,
 )
-from backend.make_model import make_model
+from backend.guidance.make_model import make_model
 from backend.renderer import RenderSettings
 from backend.trainer import Trainer, TrainingError
 

@@ -7,8 +7,8 @@ import torch
 
 from backend.cameras import evaluation_ring
 from backend.renderer import RenderSettings
-from backend.target_volumes import TargetSet
-from backend.targets import COLORS, SHAPES, TargetError, library, load_targets, targets_from_file, targets_from_prompt
+from backend.guidance.target_volumes import TargetSet
+from backend.guidance.targets import COLORS, SHAPES, TargetError, library, load_targets, targets_from_file, targets_from_prompt
 
 
 def test_a_colour_and_a_shape_is_one_target():

@@ -12,9 +12,9 @@ import pytest
 
 from backend import protocol
 from backend.protocol import ProtocolError
-from backend.server import MAX_LINE_BYTES, parse_request
+from backend.serve.server import MAX_LINE_BYTES, parse_request
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = dict(
     prompt="a red torus", guidance="analytic", device="cpu", steps=20, resolution=16, preview_resolution=16,
     samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32,
@@ -175,7 +175,7 @@ def test_extract_uses_the_trainer_hook_when_there_is_one():
     """extract -> trainer.request_extract() between steps; without that hook, an 'unsupported' error."""
     import io
 
-    from backend.server import Server, _Run
+    from backend.serve.server import Server, _Run
 
     class Hooked:
         requests = 0

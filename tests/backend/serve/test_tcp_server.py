@@ -15,7 +15,7 @@ import pytest
 
 from backend import protocol
 from backend.protocol import ProtocolError
-from backend.tcp_server import is_loopback, parse_listen, read_token
+from backend.serve.tcp_server import is_loopback, parse_listen, read_token
 
 from test_server import REPO, TINY
 
