@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     """Preset for the device, then every flag given; validated."""
-    from .trainer import resolve_device
+    from .run_setup import resolve_device
 
     overrides = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
     device = resolve_device(overrides.get("device", "auto"))
@@ -105,7 +105,9 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
 
 def run_generate(args: argparse.Namespace) -> int:
     from .run_folder import new_run_dir
-    from .trainer import Trainer, TrainingError, preflight
+    from .errors import TrainingError
+    from .run_setup import preflight
+    from .trainer import Trainer
 
     if args.resume:
         run_dir = Path(args.resume)

@@ -1,22 +1,10 @@
-"""What a run needs before its loop: the device, the guidance, and cheap checks of the config.
-
-Also `TrainingError`, the error a run ends with; its `code` and `hint` travel in the protocol's
-error event and the CLI's message.
-"""
+"""What a run needs before its loop: the device, the guidance, and cheap checks of the config."""
 
 from __future__ import annotations
 
 import torch
 
 from .config import ConfigError, GenerationConfig
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on; `code` and `hint` travel in the protocol's error event."""
-
-    def __init__(self, code: str, message: str, hint: str = ""):
-        super().__init__(message)
-        self.code, self.hint = code, hint
 
 
 def resolve_device(name: str) -> torch.device:

@@ -30,8 +30,9 @@ from .config import GenerationConfig
 from .field import NeRFField
 from .guidance import View
 from .renderer import RenderSettings, render
-from .run_setup import TrainingError, build_guidance, preflight, resolve_device, resolve_guidance  # noqa: F401 (re-exported)
+from .errors import TrainingError
 from .run_folder import atomic_path, atomic_write_text, remove_stale_temps
+from .run_setup import build_guidance, resolve_device, resolve_guidance
 from .schedule import timesteps
 from .sdf_switch import CALIBRATION_VIEWS, MIN_PSNR, switch_to_sdf
 

@@ -116,7 +116,8 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
 # ---------------------------------------------------------------------- command line
 def run(args) -> int:
     """`python -m backend bench step` (flags defined in cli.py): prints the JSON result on stdout."""
-    from ..trainer import TrainingError, resolve_device
+    from ..errors import TrainingError
+    from ..run_setup import resolve_device
 
     if args.steps < 1 or args.warmup < 0:
         raise ValueError(f"steps: must be >= 1 and warmup >= 0, got {args.steps} and {args.warmup}")

@@ -123,7 +123,7 @@ def run_job(values: dict[str, Any], threads: int, driver_node: str | None) -> di
     job's first N attempts (counted in the run folder's attempts.json), to test retries."""
     import torch
 
-    from ..run_setup import TrainingError
+    from ..errors import TrainingError
     from ..serve.server import build_config
     from ..trainer import Trainer
 

@@ -15,7 +15,7 @@ w(t) and behind the TP-SDS schedule's W_d.
 Loading: a local folder is read with `local_files_only=True`; a hub id is looked up in the local
 Hugging Face cache first and downloaded (once) only when it is not there. Every failure — missing
 folder, wrong layout, no network, unreadable weights — ends in one `TrainingError(code, message,
-hint)` from backend.run_setup, never a stack trace.
+hint)` (backend/errors.py), never a stack trace.
 
 On CUDA the UNet and VAE run in fp16 (precision "auto"), channels-last, with PyTorch's
 scaled-dot-product attention. The text encoder runs once, for the five prompts (four view
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras
+from ..errors import TrainingError
 from . import View, classifier_free_guidance, sds_latent_target_loss
 
 log = logging.getLogger("dreamtime")
@@ -97,8 +98,6 @@ class StableDiffusionParts:
 
 
 def _error(code: str, message: str, hint: str = ""):
-    from ..run_setup import TrainingError  # lazily: run_setup imports this module lazily too
-
     return TrainingError(code, message, hint)
 
 

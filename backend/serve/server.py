@@ -20,39 +20,21 @@ import queue
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from .. import protocol
 from ..config import ConfigError, GenerationConfig, preset_for
 from ..protocol import ProtocolError
+from .lines import EOF, read_lines
 
 log = logging.getLogger("dreamtime.server")
 
-MAX_LINE_BYTES = 1 << 20  # a request longer than this is refused (configs are a few KB)
-MAX_ID_CHARS = 200
-_EOF = object()
 REPLAYED = ("progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
-
-
-def parse_request(line: str | bytes) -> dict[str, Any]:
-    """One stdin line -> a request dict; ProtocolError saying what is wrong with it."""
-    if len(line) > MAX_LINE_BYTES:
-        raise ProtocolError(f"line of {len(line)} bytes; at most {MAX_LINE_BYTES}")
-    msg = protocol.decode(line, protocol.REQUESTS)
-    if msg.get("version", protocol.PROTOCOL_VERSION) != protocol.PROTOCOL_VERSION:  # optional on requests
-        raise ProtocolError(f"protocol version {msg['version']!r}; this backend speaks {protocol.PROTOCOL_VERSION}")
-    if "id" in protocol.REQUESTS[msg["type"]]:
-        run_id = msg["id"]
-        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_ID_CHARS:
-            raise ProtocolError(f"{msg['type']}: id must be a non-empty string of at most {MAX_ID_CHARS} characters")
-    if msg["type"] == "generate" and not isinstance(msg["config"], dict):
-        raise ProtocolError("generate: config must be a JSON object")
-    return msg
 
 
 def build_config(values: dict[str, Any]) -> GenerationConfig:
     """A request's config over the preset of the device it resolves to; ConfigError names the field."""
-    from ..trainer import preflight, resolve_device
+    from ..run_setup import preflight, resolve_device
 
     try:
         config = GenerationConfig.from_dict(values).validate()
@@ -88,7 +70,7 @@ def _finite(value: Any) -> Any:
 
 
 @dataclass
-class _Run:
+class ServedRun:
     id: str
     trainer: Any
     stop: threading.Event
@@ -123,7 +105,7 @@ class Server:
         self._out_lock = threading.Lock()
         self.transport = None if out is None else TextTransport(out)  # anything with write(event)
         self.device = device
-        self.run: _Run | None = None
+        self.run: ServedRun | None = None
         self._features: list[str] | None = None
 
     # ------------------------------------------------------------------ output
@@ -171,10 +153,10 @@ class Server:
         return self.dispatch(requests)
 
     def dispatch(self, requests: queue.Queue) -> int:
-        """Handle queued requests until _EOF or `shutdown`; then cancel the run and wait for it."""
+        """Handle queued requests until EOF or `shutdown`; then cancel the run and wait for it."""
         while True:
             item = requests.get()
-            if item is _EOF:
+            if item is EOF:
                 log.info("input closed; stopping")
                 break
             if isinstance(item, ProtocolError):
@@ -227,7 +209,7 @@ class Server:
         except OSError as exc:
             self.error(run_id, "output", f"cannot make the run folder: {exc}", "Choose a writable output folder.")
             return
-        self.run = run = _Run(run_id, trainer, stop, threading.Thread())
+        self.run = run = ServedRun(run_id, trainer, stop, threading.Thread())
         run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run_id}")
         run.thread.start()
 
@@ -242,8 +224,8 @@ class Server:
                     run.latest[event["type"]] = event
             self._write(event)
 
-    def _work(self, run: _Run) -> None:
-        from ..trainer import TrainingError
+    def _work(self, run: ServedRun) -> None:
+        from ..errors import TrainingError
 
         failure = None
         try:
@@ -293,45 +275,15 @@ class Server:
 
 
 def _read_stdin(fd: int, requests: queue.Queue) -> None:
-    """Reader thread: stdin's requests, then _EOF.
+    """Reader thread: stdin's requests, then EOF.
 
     Raw `os.read` rather than sys.stdin: a thread blocked in a buffered read holds the buffer's
     lock, and interpreter shutdown then aborts on it.
     """
     try:
-        _read_lines(functools.partial(os.read, fd), requests.put)
+        read_lines(functools.partial(os.read, fd), requests.put)
     finally:
-        requests.put(_EOF)
-
-
-def _read_lines(read: Callable[[int], bytes], put: Callable[[Any], None]) -> None:
-    """Each line that `read(n)` yields -> put(request) or put(ProtocolError); returns at EOF."""
-    pending, skipping = b"", False
-    try:
-        while chunk := read(1 << 16):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if skipping:  # the tail of an oversized line
-                    skipping = False
-                elif line.strip():
-                    _put_request(line, put)
-            if len(pending) > MAX_LINE_BYTES and not skipping:
-                put(ProtocolError(f"line longer than {MAX_LINE_BYTES} bytes"))
-                pending, skipping = b"", True
-            elif skipping:
-                pending = b""
-        if pending.strip() and not skipping:
-            _put_request(pending, put)
-    except OSError as exc:
-        log.warning("input unreadable: %s", exc)
-
-
-def _put_request(line: bytes, put: Callable[[Any], None]) -> None:
-    try:
-        put(parse_request(line))
-    except ProtocolError as exc:
-        put(exc)
+        requests.put(EOF)
 
 
 def _protocol_stdout() -> TextIO:
@@ -343,7 +295,7 @@ def _protocol_stdout() -> TextIO:
 
 
 def main() -> int:
-    from ..trainer import resolve_device
+    from ..run_setup import resolve_device
 
     out = _protocol_stdout()
     device = resolve_device("auto").type

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .server import _EOF, Server, _read_lines, event_line
+from .lines import EOF, read_lines
+from .server import Server, event_line
 
 log = logging.getLogger("dreamtime.server")
 
@@ -145,7 +146,7 @@ class TcpServer:
                 self.client.close()
 
     def stop(self) -> None:
-        self.requests.put(_EOF)
+        self.requests.put(EOF)
 
     # ------------------------------------------------------------------ connections
     def _accept_loop(self) -> None:
@@ -219,7 +220,7 @@ class TcpServer:
                 self.requests.put(item)
 
         try:
-            _read_lines(sock.recv, put)
+            read_lines(sock.recv, put)
         finally:
             self.server.detach(client)
             client.close()
@@ -278,7 +279,7 @@ def main(listen_at: str, token_file: str | None) -> int:
         listener = listen(host, port)
     except OSError as exc:
         raise ValueError(f"--listen {listen_at}: cannot listen there ({exc.strerror or exc})") from None
-    from ..trainer import resolve_device  # torch: only once the arguments are known to be good
+    from ..run_setup import resolve_device  # torch: only once the arguments are known to be good
 
     tcp = TcpServer(Server(None, resolve_device("auto").type), listener, token)
     bound_host, bound_port = tcp.address

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from backend import protocol
 from backend.config import ConfigError, GenerationConfig
 from backend.protocol import ProtocolError
-from backend.serve.server import Server, build_config, parse_request
+from backend.serve.lines import parse_request
+from backend.serve.server import Server, build_config
 from test_trainer import tiny_config
 
 FIELDS = [f.name for f in dataclasses.fields(GenerationConfig)]

@@ -122,7 +122,7 @@ def test_ctrl_c_before_the_run_began_is_one_line_and_writes_nothing(cli_generate
     def interrupted(config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("backend.trainer.preflight", interrupted)
+    monkeypatch.setattr("backend.run_setup.preflight", interrupted)
     status, stdout, stderr = cli_generate("--steps", "4", "--out", str(tmp_path / "runs"))
     assert (status, stdout, stderr) == (130, "", "error: interrupted\n") and not (tmp_path / "runs").exists()
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from backend.config import GenerationConfig
-from backend.trainer import Trainer, TrainingError
+from backend.errors import TrainingError
+from backend.trainer import Trainer
 
 TINY = dict(
     prompt="a red torus", guidance="analytic", device="cpu", steps=12, resolution=16, preview_resolution=16,

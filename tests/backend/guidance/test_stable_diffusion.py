@@ -18,7 +18,8 @@ from backend.guidance.stable_diffusion import (
 )
 from backend.guidance.make_model import make_model
 from backend.renderer import RenderSettings
-from backend.trainer import Trainer, TrainingError
+from backend.errors import TrainingError
+from backend.trainer import Trainer
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,7 @@ import pytest
 
 from backend import protocol
 from backend.protocol import ProtocolError
-from backend.serve.server import MAX_LINE_BYTES, parse_request
+from backend.serve.lines import MAX_LINE_BYTES, parse_request
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = dict(
@@ -175,7 +175,7 @@ def test_extract_uses_the_trainer_hook_when_there_is_one():
     """extract -> trainer.request_extract() between steps; without that hook, an 'unsupported' error."""
     import io
 
-    from backend.serve.server import Server, _Run
+    from backend.serve.server import Server, ServedRun
 
     class Hooked:
         requests = 0
@@ -187,10 +187,10 @@ def test_extract_uses_the_trainer_hook_when_there_is_one():
     server = Server(out, "cpu")
     alive = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
     alive.start()
-    server.run = _Run("r", Hooked(), threading.Event(), alive)
+    server.run = ServedRun("r", Hooked(), threading.Event(), alive)
     server.handle({"type": "extract", "id": "r"})
     assert server.run.trainer.requests == 1 and out.getvalue() == ""
-    server.run = _Run("r", object(), threading.Event(), alive)
+    server.run = ServedRun("r", object(), threading.Event(), alive)
     server.handle({"type": "extract", "id": "r"})
     server.handle({"type": "extract", "id": "other"})
     codes = [json.loads(line)["code"] for line in out.getvalue().splitlines()]
