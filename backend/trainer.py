@@ -1,4 +1,6 @@
-"""The optimization loop and its run folder (DESIGN §7).
+"""The optimization loop (docs/ARCHITECTURE.md §4.6). About 340 lines, over the ~300 target: the loop
+reads best together with the ways it ends (a stop request, non-finite steps, out of memory, a full
+disk) and with the SDF switch's place in it.
 
 Each step: cameras -> render -> guidance loss at t = schedule[i] -> Adam. Everything random in a
 step (cameras, light, background, shading, sample jitter, diffusion noise) comes from a generator
@@ -6,14 +8,14 @@ seeded by (seed, step), so a resumed run repeats the steps it would have taken a
 with the same seed see the same cameras and noise.
 
 Events (backend.protocol dicts) go to `on_event`; logs to the logger and the run's log.txt.
-Artifacts are written atomically; a stop request (cancel, Ctrl-C) ends the loop after the current
-step and still writes the checkpoint, preview and mesh.
+What the run writes lives beside it: checkpoint.py (checkpoint.pt) and artifacts.py (previews, the
+ring, meshes, metrics.json). A stop request (cancel, Ctrl-C) ends the loop after the current step
+and still writes the checkpoint, preview and mesh.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import math
 import threading
@@ -21,17 +23,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from . import protocol
+from .artifacts import RunArtifacts
 from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import GenerationConfig
 from .field import NeRFField
 from .guidance import View
 from .renderer import RenderSettings, render
 from .errors import TrainingError
-from .run_folder import atomic_path, atomic_write_text, remove_stale_temps
+from .run_folder import atomic_write_text, remove_stale_temps
 from .run_setup import build_guidance, resolve_device, resolve_guidance
 from .schedule import timesteps
 from .sdf_switch import CALIBRATION_VIEWS, MIN_PSNR, switch_to_sdf
@@ -40,7 +43,6 @@ log = logging.getLogger("dreamtime")
 
 SDF_RETRY_SHARE = 0.05  # a field not ready to be an SDF is tried again this share of the steps later
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
-CHECKPOINT_VERSION = 1
 
 
 class Trainer:
@@ -70,7 +72,10 @@ class Trainer:
         self._extract_requested.set()
 
     # ------------------------------------------------------------------ setup
-    def _setup(self, resume: bool) -> int:
+    def setup(self, resume: bool = False) -> int:
+        """Make the run folder, its log, the guidance, the field, the optimizer and the schedule;
+        returns the first step to train (the checkpoint's when resuming). run() calls it; a caller
+        that drives train_step() itself (benchmarks, tests) calls it and then close()."""
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temps(self.run_dir) if resume else []  # half-written files of a killed process
@@ -111,7 +116,17 @@ class Trainer:
             cfg.schedule, cfg.steps, cfg.m1, cfg.m2, cfg.s1, cfg.s2, cfg.t_min, cfg.t_max, cfg.seed, alphas_cumprod, cfg.use_w_d
         )
         self.ring = evaluation_ring().to(self.device)
+        self.artifacts = RunArtifacts(cfg, self.field, self.guidance, self.ring, self.run_dir, self.device, self.run_id, self.on_event,
+                                      self.outputs, self.metrics)
         return self._load_checkpoint() if resume else 0
+
+    def close(self) -> None:
+        """Detach the run's log.txt from the logger; safe to call twice, or without setup()."""
+        handler = getattr(self, "_log_handler", None)
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+            self._log_handler = None
 
     def _make_optimizer(self) -> torch.optim.Adam:
         cfg = self.config
@@ -141,7 +156,8 @@ class Trainer:
         log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before; %.1f dB)", step, result.offset, result.psnr)
 
     # ------------------------------------------------------------------ one step
-    def _step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
+    def step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
+        """Shading, light and background of training step `step`, drawn from its generator."""
         cfg = self.config
         shading = "albedo"
         if step >= cfg.albedo_warmup * cfg.steps:
@@ -164,7 +180,7 @@ class Trainer:
             self._switch_to_sdf(step)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         cameras = random_cameras(cfg.batch_size, generator).to(self.device)
-        settings = self._step_settings(step, generator, cameras)
+        settings = self.step_settings(step, generator, cameras)
         out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, generator, cfg.scene_radius)
         t = torch.full((cfg.batch_size,), int(self.schedule[step]), dtype=torch.long, device=self.device)
         view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
@@ -193,17 +209,15 @@ class Trainer:
         """Train to config.steps (from the checkpoint when resuming), then export. Returns outputs."""
         started = time.perf_counter()
         try:
-            start = self._setup(resume)
-            self._loop(start)
+            start = self.setup(resume)
+            self.loop(start)
             self._finish(started)
         except torch.cuda.OutOfMemoryError:
             raise self._out_of_memory() from None
         except OSError as exc:  # disk full, folder not writable: what is already written stays complete
             raise self._cannot_write(exc) from None
         finally:
-            if hasattr(self, "_log_handler"):
-                log.removeHandler(self._log_handler)
-                self._log_handler.close()
+            self.close()
         self.on_event(protocol.done(self.run_id, self.outputs))
         return self.outputs
 
@@ -238,7 +252,8 @@ class Trainer:
             f"Free some space or choose a writable output folder; --resume {self.run_dir} continues from the last checkpoint.",
         )
 
-    def _loop(self, start: int) -> None:
+    def loop(self, start: int) -> None:
+        """Train from step `start` to config.steps, or until a stop request; previews and checkpoints on the way."""
         cfg = self.config
         self.last_step = start
         self.on_step(start)
@@ -258,8 +273,8 @@ class Trainer:
                 log.warning("step %d: non-finite loss or gradient; step skipped, state kept at the last good step", step)
                 if bad_in_a_row >= MAX_BAD_STEPS:  # keep what the last good state gives
                     self._save_checkpoint(step)
-                    self.write_preview(step)
-                    self._write_metrics()
+                    self.artifacts.write_preview(step)
+                    self.artifacts.write_metrics()
                     raise TrainingError(
                         "non_finite",
                         f"{bad_in_a_row} steps in a row had a non-finite loss (last at step {step}); the run stopped.",
@@ -277,9 +292,9 @@ class Trainer:
             self.on_step(step + 1)
             if self._extract_requested.is_set():
                 self._extract_requested.clear()
-                self._extract_now(step + 1)
+                self.artifacts.extract_now(step + 1)
             if cfg.preview_every and (step + 1) % cfg.preview_every == 0:
-                self.write_preview(step + 1)
+                self.artifacts.write_preview(step + 1)
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
                 self._save_checkpoint(step + 1)
 
@@ -287,164 +302,32 @@ class Trainer:
         cfg = self.config
         step = self.last_step
         self.metrics["train_s"] = time.perf_counter() - started
+        artifacts = self.artifacts
         self._save_checkpoint(step)
-        self.write_preview(step)
+        artifacts.write_preview(step)
         tick = time.perf_counter()
-        paths = self.extract_mesh(cfg.export)
+        paths = artifacts.extract_mesh(cfg.export)
         self.metrics["mesh_s"] = time.perf_counter() - tick
         self.outputs.update({f"mesh_{fmt}": str(path) for fmt, path in paths.items()})
-        self.outputs["ring"] = str(self.write_ring())
+        self.outputs["ring"] = str(artifacts.write_ring())
         if self.guidance_kind == "analytic":
-            self.metrics["quality"] = self.evaluate_quality()
-            if self.mesh is not None:
-                self.metrics["mesh"].update(self.mesh_error(self.metrics["quality"]["best_target"]))
+            self.metrics["quality"] = artifacts.evaluate_quality()
+            if artifacts.mesh is not None:
+                self.metrics["mesh"].update(artifacts.mesh_error(self.metrics["quality"]["best_target"]))
         self.metrics["total_s"] = time.perf_counter() - started
-        self.outputs["metrics"] = str(self._write_metrics())
+        self.outputs["metrics"] = str(artifacts.write_metrics())
         self.outputs["steps_done"] = step
-
-    # ------------------------------------------------------------------ artifacts
-    @torch.no_grad()
-    def render_ring(self, resolution: int | None = None, cameras: Cameras | None = None) -> torch.Tensor:
-        """Evaluation renders (V, H, W, 3): lambertian, the fixed light, white background."""
-        cameras = self.ring if cameras is None else cameras
-        settings = self._eval_settings(cameras)
-        resolution = resolution or self.config.preview_resolution
-        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i, radius=self.config.scene_radius)["rgb"]
-                          for i, settings_i in enumerate(self._split(settings, len(cameras)))])
-
-    def _eval_settings(self, cameras: Cameras) -> RenderSettings:
-        return RenderSettings("lambertian", fixed_light(cameras), torch.ones(len(cameras), 3, device=self.device))
-
-    @staticmethod
-    def _split(settings: RenderSettings, n: int) -> list[RenderSettings]:
-        return [RenderSettings(settings.shading, settings.light[i : i + 1], settings.background[i : i + 1], settings.ambient) for i in range(n)]
-
-    def write_preview(self, step: int) -> Path:
-        from PIL import Image
-
-        index = (step // max(self.config.preview_every, 1)) % len(self.ring)
-        image = self.render_ring(cameras=self.ring[index])[0]  # (H, W, 3)
-        pixels = (image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-        path = self.run_dir / "previews" / f"step_{step:05d}.png"
-        with atomic_path(path) as tmp:
-            Image.fromarray(pixels).save(tmp)
-        self.outputs["preview"] = str(path)
-        self.on_event(protocol.preview(self.run_id, step, str(path), pixels.shape[1], pixels.shape[0]))
-        return path
-
-    def write_ring(self) -> Path:
-        """The evaluation ring side by side in one PNG (ring.png in the run folder)."""
-        from PIL import Image
-
-        views = self.render_ring().clamp(0, 1).cpu()  # (V, H, W, 3)
-        strip = torch.cat(list(views), dim=1)  # (H, V*W, 3)
-        path = self.run_dir / "ring.png"
-        with atomic_path(path) as tmp:
-            Image.fromarray((strip.numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)
-        return path
-
-    @torch.no_grad()
-    def _mesh_of_field(self):
-        """Marching cubes of the field: density at mesh_threshold, or s = 0 once it is an SDF; blurred by
-        mesh_smooth first (log density; an SDF linearly, which removes sub-voxel tunnels at sharp edges)."""
-        from .mesh import extract_mesh
-
-        cfg = self.config
-        inside, level = self.field.surface(cfg.mesh_threshold)
-        return extract_mesh(
-            inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=cfg.mesh_smooth, smooth_log=not self.field.sdf_mode
-        )
-
-    def _extract_now(self, step: int) -> None:
-        """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
-        from .mesh import MeshError, export_mesh
-
-        try:
-            mesh = self._mesh_of_field()
-        except MeshError as exc:
-            self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
-            return
-        path = export_mesh(mesh, self.run_dir / "extracts" / f"step_{step:05d}", ("glb",))["glb"]
-        self.on_event(protocol.mesh(self.run_id, str(path), len(mesh.vertices), len(mesh.faces)))
-
-    def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
-        from .mesh import MeshError, export_mesh
-
-        self.metrics.setdefault("mesh", {})
-        self.mesh = None
-        try:
-            self.mesh = self._mesh_of_field()
-        except MeshError as exc:
-            log.warning("no mesh: %s", exc)
-            self.on_event(protocol.log("warning", f"no mesh: {exc}"))
-            return {}
-        paths = export_mesh(self.mesh, self.run_dir, formats)
-        self.metrics["mesh"].update({"n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces), "euler": int(self.mesh.euler_number)})
-        first = paths[formats[0]]
-        self.on_event(protocol.mesh(self.run_id, str(first), len(self.mesh.vertices), len(self.mesh.faces)))
-        return paths
-
-    def evaluate_quality(self) -> dict[str, Any]:
-        from .metrics import ring_quality
-
-        resolution = self.config.preview_resolution
-        renders = self.render_ring(resolution)
-        targets = self.guidance.targets
-        if getattr(self, "_target_ring", None) is None:  # the targets never change: render their ring once
-            settings = self._eval_settings(self.ring)
-            self._target_ring = targets.render(self.ring, resolution, self.config.samples_per_ray, settings, self.config.scene_radius)  # (K, V, H, W, 3)
-        return ring_quality(renders, self._target_ring, targets.names)
-
-    def mesh_error(self, best_target: int) -> dict[str, Any]:
-        from .mesh import sample_surface
-        from .metrics import relative_chamfer, target_surface_points
-
-        target = self.guidance.targets.targets[best_target]
-        components = self.mesh.split(only_watertight=False)
-        largest = max(components, key=lambda c: len(c.faces))
-        colors = np.asarray(largest.visual.vertex_colors)[:, :3].mean(0) / 255
-        return {
-            "chamfer_rel": relative_chamfer(sample_surface(self.mesh, 20000), target_surface_points(target)),
-            "largest_component_euler": int(largest.euler_number),
-            "largest_component_mean_color": [round(float(c), 4) for c in colors],
-            "target": target.name,
-        }
-
-    def _write_metrics(self) -> Path:
-        path = self.run_dir / "metrics.json"
-        atomic_write_text(path, json.dumps(self.metrics, indent=1, allow_nan=True))
-        return path
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int) -> Path:
-        path = self.run_dir / "checkpoint.pt"
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "step": step,
-            "field": self.field.state_dict(),
-            "sdf_mode": self.field.sdf_mode,
-            "optimizer": self.optimizer.state_dict(),
-            "metrics": self.metrics,
-        }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        path = save_checkpoint(self.run_dir, step, self.field, self.optimizer, self.metrics)
         self.outputs["checkpoint"] = str(path)
         return path
 
     def _load_checkpoint(self) -> int:
-        path = self.run_dir / "checkpoint.pt"
-        if not path.exists():
-            raise TrainingError("resume", f"no checkpoint.pt in {self.run_dir}", "Start a new run, or point --resume at a run folder.")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-            self.field.load_state_dict(state["field"])
-            self.field.sdf_mode = bool(state.get("sdf_mode", False))
-            self.optimizer.load_state_dict(state["optimizer"])
-            step = int(state["step"])
-        except Exception as exc:  # a truncated or foreign file: say so, never a traceback
-            raise TrainingError("resume", f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})", "Start a new run.") from None
-        self.metrics.update(state.get("metrics", {}))
-        log.info("resumed from %s at step %d", path, step)
+        step, metrics = load_checkpoint(self.run_dir, self.field, self.optimizer, self.device)
+        self.metrics.update(metrics)
+        log.info("resumed from %s at step %d", self.run_dir / CHECKPOINT_NAME, step)
         return step
 
 

@@ -94,7 +94,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     def evaluate(steps_done: int) -> None:
         if trainer.guidance_kind != "analytic" or (steps_done % job["eval_every"] and steps_done != config.steps):
             return
-        quality = trainer.evaluate_quality()
+        quality = trainer.artifacts.evaluate_quality()
         for key, value in (("eval_steps", steps_done), ("psnr", quality["psnr"]), ("consistency", quality["consistency"]), ("best_target", quality["best_target"])):
             curve[key].append(value)
 

@@ -51,7 +51,7 @@ def floor_step(trainer, step: int) -> None:
     cfg, device = trainer.config, trainer.device
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     cameras = random_cameras(cfg.batch_size, generator).to(device)
-    settings = trainer._step_settings(step, generator, cameras)
+    settings = trainer.step_settings(step, generator, cameras)
     rgb = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 3), generator=generator).to(device).requires_grad_(True)  # (B, H, W, 3)
     t = torch.full((cfg.batch_size,), int(trainer.schedule[step]), dtype=torch.long, device=device)
     view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
@@ -60,13 +60,13 @@ def floor_step(trainer, step: int) -> None:
 
 def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> dict[str, Any]:
     """Time `steps` training steps and their floors (after `warmup` of each) on a throwaway run folder."""
-    from ..trainer import Trainer, log as trainer_log
+    from ..trainer import Trainer
 
     config = config.replace(steps=warmup + steps, preview_every=0, checkpoint_every=0).validate()
     with tempfile.TemporaryDirectory(prefix="dreamtime-bench-") as run_dir:
         trainer = Trainer(config, run_dir)
         try:
-            trainer._setup(resume=False)
+            trainer.setup(resume=False)
             device = trainer.device
             for step in range(warmup):
                 trainer.train_step(step)
@@ -78,9 +78,7 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
                 step_ms.append(_timed(lambda: trainer.train_step(step), device))
                 floor_ms.append(_timed(lambda: floor_step(trainer, step), device))
         finally:
-            if hasattr(trainer, "_log_handler"):
-                trainer_log.removeHandler(trainer._log_handler)
-                trainer._log_handler.close()
+            trainer.close()
         guidance = trainer.guidance
         if device.type == "cuda":
             peak_mb, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"

@@ -143,7 +143,7 @@ def poison(trainer, bad_calls: dict[int, float]):
 
 def test_a_non_finite_step_leaves_field_and_adam_state_as_they_were(tmp_path):
     trainer = Trainer(tiny_config(), tmp_path / "run")
-    trainer._setup(False)
+    trainer.setup(False)
     bad = {1: float("inf"), 3: -float("inf"), 5: float("nan")}
     poison(trainer, bad)
     grid = trainer.field.encoding.grid
@@ -160,14 +160,14 @@ def test_a_non_finite_step_leaves_field_and_adam_state_as_they_were(tmp_path):
 
 def test_repeated_non_finite_steps_stop_the_cli_with_an_error_and_keep_outputs(cli_generate, tmp_path, monkeypatch):
     monkeypatch.setattr("backend.trainer.MAX_BAD_STEPS", 3)
-    real_setup = Trainer._setup
+    real_setup = Trainer.setup
 
     def setup(self, resume):
         start = real_setup(self, resume)
         poison(self, {1: float("nan"), 2: float("nan")} | dict.fromkeys(range(4, 1000), float("nan")))
         return start
 
-    monkeypatch.setattr(Trainer, "_setup", setup)
+    monkeypatch.setattr(Trainer, "setup", setup)
     run_dir = tmp_path / "run"
     status, _, stderr = cli_generate("--steps", "20", "--preview-every", "2", "--checkpoint-every", "2", "--run-dir", str(run_dir))
     assert status == 1 and "3 steps in a row had a non-finite loss (last at step 6)" in stderr and "Outputs so far are kept" in stderr

@@ -41,17 +41,18 @@ def test_run_writes_the_run_folder_and_events(tmp_path):
 
 def test_training_moves_the_render_towards_the_target(tmp_path):
     trainer = Trainer(tiny_config(steps=60, preview_every=0, checkpoint_every=0), tmp_path / "run")
-    trainer._setup(False)
-    before = trainer.evaluate_quality()["psnr"]
-    trainer._loop(0)
-    after = trainer.evaluate_quality()["psnr"]
+    trainer.setup(False)
+    before = trainer.artifacts.evaluate_quality()["psnr"]
+    trainer.loop(0)
+    after = trainer.artifacts.evaluate_quality()["psnr"]
+    trainer.close()
     assert after > before + 1.5, (before, after)  # measured +2.0 dB in 60 steps at 16 px
 
 
 def test_same_seed_same_steps(tmp_path):
     a = Trainer(tiny_config(), tmp_path / "a")
     b = Trainer(tiny_config(), tmp_path / "b")
-    a._setup(False), b._setup(False)
+    a.setup(False), b.setup(False)
     for step in range(3):
         assert a.train_step(step) == b.train_step(step)
     assert torch.equal(a.field.encoding.grid, b.field.encoding.grid)
@@ -89,7 +90,7 @@ def test_sdf_after_turns_the_voxel_field_into_an_sdf_and_resume_keeps_it(tmp_pat
     assert first.field.sdf_mode and first.sdf_step == 6
     assert "step 6: the field is now a signed distance" in (run / "log.txt").read_text()
     assert torch.load(run / "checkpoint.pt", weights_only=False)["sdf_mode"] is True
-    assert first.mesh is not None and (run / "mesh.glb").exists()  # marching cubes at s = 0
+    assert first.artifacts.mesh is not None and (run / "mesh.glb").exists()  # marching cubes at s = 0
     resumed = Trainer(config, run)
     outputs = resumed.run(resume=True)
     assert resumed.field.sdf_mode and outputs["steps_done"] == 12
@@ -128,7 +129,7 @@ def poison(trainer, bad_steps):
 
 def test_a_nan_step_is_skipped_and_the_state_kept(tmp_path):
     trainer = Trainer(tiny_config(steps=6), tmp_path / "run")
-    trainer._setup(False)
+    trainer.setup(False)
     poison(trainer, {1})
     trainer.train_step(0)
     before = trainer.field.encoding.grid.detach().clone()
@@ -140,14 +141,14 @@ def test_a_nan_step_is_skipped_and_the_state_kept(tmp_path):
 def test_repeated_nan_stops_with_an_error_and_keeps_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr("backend.trainer.MAX_BAD_STEPS", 3)
     trainer = Trainer(tiny_config(steps=10), tmp_path / "run")
-    original_setup = trainer._setup
+    original_setup = trainer.setup
 
     def setup(resume):
         start = original_setup(resume)
         poison(trainer, set(range(2, 100)))
         return start
 
-    trainer._setup = setup
+    trainer.setup = setup
     with pytest.raises(TrainingError) as info:
         trainer.run()
     assert info.value.code == "non_finite"

@@ -214,14 +214,11 @@ def test_one_training_step_changes_the_field(tiny_model, tmp_path):
     config = sd_config(tiny_model, resolution=32, samples_per_ray=16, encoding="dense", dense_resolution=32, steps=4)
     trainer = Trainer(config, tmp_path)
     try:
-        trainer._setup(resume=False)
+        trainer.setup(resume=False)
         before = [p.detach().clone() for p in trainer.field.parameters()]
         loss = trainer.train_step(0)
     finally:
-        from backend.trainer import log
-
-        log.removeHandler(trainer._log_handler)
-        trainer._log_handler.close()
+        trainer.close()
     assert loss is not None and loss > 0
     changed = [not torch.equal(b, p) for b, p in zip(before, trainer.field.parameters())]
     assert any(changed)

@@ -1,0 +1,165 @@
+"""What a run writes to its folder besides the checkpoint (docs/ARCHITECTURE.md §6, §7).
+
+Previews (an evaluation-camera render every `preview_every` steps), ring.png (the whole evaluation
+ring), meshes (the final one and mid-run `extract`s), metrics.json, and for the analytic prior the
+quality of the ring and of the mesh against the known targets. Every file is written atomically and
+announced with a protocol event where the protocol has one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import protocol
+from .cameras import Cameras, fixed_light
+from .config import GenerationConfig
+from .field import NeRFField
+from .renderer import RenderSettings, render
+from .run_folder import atomic_path, atomic_write_text
+
+log = logging.getLogger("dreamtime")
+
+
+class RunArtifacts:
+    """The writers of one run. `outputs` and `metrics` are the trainer's own dicts, filled in place."""
+
+    def __init__(
+        self,
+        config: GenerationConfig,
+        field: NeRFField,
+        guidance: Any,
+        ring: Cameras,
+        run_dir: Path,
+        device: torch.device,
+        run_id: str,
+        on_event: Callable[[dict[str, Any]], None],
+        outputs: dict[str, Any],
+        metrics: dict[str, Any],
+    ):
+        self.config, self.field, self.guidance, self.ring = config, field, guidance, ring
+        self.run_dir, self.device, self.run_id, self.on_event = run_dir, device, run_id, on_event
+        self.outputs, self.metrics = outputs, metrics
+        self.mesh = None  # the final mesh, once extract_mesh made one
+        self._target_ring: torch.Tensor | None = None  # (K, V, H, W, 3), rendered once
+
+    # ------------------------------------------------------------------ evaluation renders
+    @torch.no_grad()
+    def render_ring(self, resolution: int | None = None, cameras: Cameras | None = None) -> torch.Tensor:
+        """Evaluation renders (V, H, W, 3): lambertian, the fixed light, white background."""
+        cameras = self.ring if cameras is None else cameras
+        settings = self._eval_settings(cameras)
+        resolution = resolution or self.config.preview_resolution
+        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i, radius=self.config.scene_radius)["rgb"]
+                          for i, settings_i in enumerate(self._split(settings, len(cameras)))])
+
+    def _eval_settings(self, cameras: Cameras) -> RenderSettings:
+        return RenderSettings("lambertian", fixed_light(cameras), torch.ones(len(cameras), 3, device=self.device))
+
+    @staticmethod
+    def _split(settings: RenderSettings, n: int) -> list[RenderSettings]:
+        return [RenderSettings(settings.shading, settings.light[i : i + 1], settings.background[i : i + 1], settings.ambient) for i in range(n)]
+
+    # ------------------------------------------------------------------ images
+    def write_preview(self, step: int) -> Path:
+        from PIL import Image
+
+        index = (step // max(self.config.preview_every, 1)) % len(self.ring)
+        image = self.render_ring(cameras=self.ring[index])[0]  # (H, W, 3)
+        pixels = (image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        path = self.run_dir / "previews" / f"step_{step:05d}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(pixels).save(tmp)
+        self.outputs["preview"] = str(path)
+        self.on_event(protocol.preview(self.run_id, step, str(path), pixels.shape[1], pixels.shape[0]))
+        return path
+
+    def write_ring(self) -> Path:
+        """The evaluation ring side by side in one PNG (ring.png in the run folder)."""
+        from PIL import Image
+
+        views = self.render_ring().clamp(0, 1).cpu()  # (V, H, W, 3)
+        strip = torch.cat(list(views), dim=1)  # (H, V*W, 3)
+        path = self.run_dir / "ring.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray((strip.numpy() * 255 + 0.5).astype(np.uint8)).save(tmp)
+        return path
+
+    # ------------------------------------------------------------------ meshes
+    @torch.no_grad()
+    def _mesh_of_field(self):
+        """Marching cubes of the field: density at mesh_threshold, or s = 0 once it is an SDF; blurred by
+        mesh_smooth first (log density; an SDF linearly, which removes sub-voxel tunnels at sharp edges)."""
+        from .mesh import extract_mesh
+
+        cfg = self.config
+        inside, level = self.field.surface(cfg.mesh_threshold)
+        return extract_mesh(
+            inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=cfg.mesh_smooth, smooth_log=not self.field.sdf_mode
+        )
+
+    def extract_now(self, step: int) -> None:
+        """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
+        from .mesh import MeshError, export_mesh
+
+        try:
+            mesh = self._mesh_of_field()
+        except MeshError as exc:
+            self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
+            return
+        path = export_mesh(mesh, self.run_dir / "extracts" / f"step_{step:05d}", ("glb",))["glb"]
+        self.on_event(protocol.mesh(self.run_id, str(path), len(mesh.vertices), len(mesh.faces)))
+
+    def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
+        from .mesh import MeshError, export_mesh
+
+        self.metrics.setdefault("mesh", {})
+        self.mesh = None
+        try:
+            self.mesh = self._mesh_of_field()
+        except MeshError as exc:
+            log.warning("no mesh: %s", exc)
+            self.on_event(protocol.log("warning", f"no mesh: {exc}"))
+            return {}
+        paths = export_mesh(self.mesh, self.run_dir, formats)
+        self.metrics["mesh"].update({"n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces), "euler": int(self.mesh.euler_number)})
+        first = paths[formats[0]]
+        self.on_event(protocol.mesh(self.run_id, str(first), len(self.mesh.vertices), len(self.mesh.faces)))
+        return paths
+
+    # ------------------------------------------------------------------ quality (analytic prior)
+    def evaluate_quality(self) -> dict[str, Any]:
+        from .metrics import ring_quality
+
+        resolution = self.config.preview_resolution
+        renders = self.render_ring(resolution)
+        targets = self.guidance.targets
+        if self._target_ring is None:  # the targets never change: render their ring once
+            settings = self._eval_settings(self.ring)
+            self._target_ring = targets.render(self.ring, resolution, self.config.samples_per_ray, settings, self.config.scene_radius)  # (K, V, H, W, 3)
+        return ring_quality(renders, self._target_ring, targets.names)
+
+    def mesh_error(self, best_target: int) -> dict[str, Any]:
+        from .mesh import sample_surface
+        from .metrics import relative_chamfer, target_surface_points
+
+        target = self.guidance.targets.targets[best_target]
+        components = self.mesh.split(only_watertight=False)
+        largest = max(components, key=lambda c: len(c.faces))
+        colors = np.asarray(largest.visual.vertex_colors)[:, :3].mean(0) / 255
+        return {
+            "chamfer_rel": relative_chamfer(sample_surface(self.mesh, 20000), target_surface_points(target)),
+            "largest_component_euler": int(largest.euler_number),
+            "largest_component_mean_color": [round(float(c), 4) for c in colors],
+            "target": target.name,
+        }
+
+    def write_metrics(self) -> Path:
+        path = self.run_dir / "metrics.json"
+        atomic_write_text(path, json.dumps(self.metrics, indent=1, allow_nan=True))
+        return path

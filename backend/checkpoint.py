@@ -1,0 +1,52 @@
+"""checkpoint.pt: what a run needs to go on from a step (docs/ARCHITECTURE.md §6).
+
+The field's parameters and whether it is an SDF yet, Adam's state, and the metrics so far, written
+atomically (a killed process leaves the previous checkpoint whole). Loading a truncated or foreign
+file raises TrainingError with code "resume", never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import TrainingError
+from .field import NeRFField
+from .run_folder import atomic_path
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(run_dir: Path, step: int, field: NeRFField, optimizer: torch.optim.Optimizer, metrics: dict[str, Any]) -> Path:
+    """The state after `step` steps, as run_dir/checkpoint.pt; returns its path."""
+    path = run_dir / CHECKPOINT_NAME
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "step": step,
+        "field": field.state_dict(),
+        "sdf_mode": field.sdf_mode,
+        "optimizer": optimizer.state_dict(),
+        "metrics": metrics,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(run_dir: Path, field: NeRFField, optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[int, dict[str, Any]]:
+    """Load run_dir/checkpoint.pt into `field` and `optimizer`; returns (its step, its metrics)."""
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        raise TrainingError("resume", f"no checkpoint.pt in {run_dir}", "Start a new run, or point --resume at a run folder.")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        field.load_state_dict(state["field"])
+        field.sdf_mode = bool(state.get("sdf_mode", False))
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    except Exception as exc:  # a truncated or foreign file: say so, never a traceback
+        raise TrainingError("resume", f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})", "Start a new run.") from None
+    return step, state.get("metrics", {})
