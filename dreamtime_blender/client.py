@@ -119,6 +119,27 @@ def start(scene: bpy.types.Scene) -> str | None:
     return None
 
 
+def test_backend() -> str:
+    """"Test backend": start the backend the preferences name just to see its `ready` (probe.py);
+    returns the status line, also shown in the preferences."""
+    if probe.active():
+        return "a test is already running"
+    try:
+        process, name = open_backend()
+    except BackendUnavailable as exc:
+        return _backend_status(f"{exc} {exc.hint}")
+    status = probe.watch(process, name, _backend_status)
+    ensure_timer()
+    return status
+
+
+def _backend_status(text: str) -> str:
+    prefs = preferences()
+    if prefs is not None:
+        prefs.backend_status = text
+    return text
+
+
 def can_reconnect(scene: bpy.types.Scene) -> bool:
     prefs = preferences()
     return _run is None and prefs is not None and prefs.backend == "remote" and bool(scene.dreamtime.run_id)
@@ -180,7 +201,9 @@ def stop_all() -> None:
 # ---------------------------------------------------------------------- the timer
 def pump() -> float | None:
     """Drain and apply what the backends said; return the next interval, or None when idle."""
-    probe.pump()
+    tested = probe.pump()
+    if tested is not None:
+        retire(tested)
     if _run is not None:
         _pump_run(_run)
     _reap()

@@ -8,7 +8,7 @@ from pathlib import Path
 from bpy.props import IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import client, installer, mesh_import, probe
+from . import client, installer, mesh_import
 
 
 class DREAMTIME_OT_generate(Operator):
@@ -141,7 +141,7 @@ class DREAMTIME_OT_test_backend(Operator):
     bl_label = "Test Backend"
 
     def execute(self, context):
-        self.report({"INFO"}, probe.start())
+        self.report({"INFO"}, client.test_backend())
         return {"FINISHED"}
 
 

@@ -1,59 +1,53 @@
-""""Test backend": start the backend once, show its `ready` answer in the preferences, shut it down.
+""""Test backend": watch a backend started just to see its `ready` answer, then let it go.
 
-Pumped by client.pump() like a run, so the button never blocks Blender.
+client.test_backend() starts the backend and hands it here; client.pump() calls pump() like a run,
+so the button never blocks Blender. This module knows nothing of the client: the status line goes
+through the `report` callable it is given, and a finished backend is handed back to pump's caller
+to retire.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any, Callable
 
 PROBE_SECONDS = 120.0  # torch's first import can be slow on a cold disk
 
-_probe = None  # (process, "python (source)", started)
+_probe = None  # (process, "python (source)", started, report)
 
 
 def active() -> bool:
     return _probe is not None
 
 
-def start() -> str:
-    """Start a backend just to see its `ready`; returns the status line it also writes."""
+def watch(process: Any, name: str, report: Callable[[str], str]) -> str:
+    """Watch `process` (just started) for its `ready`; returns the status line it also reports."""
     global _probe
-    from . import client
-
-    if _probe is not None:
-        return "a test is already running"
-    try:
-        process, name = client.open_backend()
-    except client.BackendUnavailable as exc:
-        return _status(f"{exc} {exc.hint}")
-    _probe = (process, name, time.monotonic())
-    client.ensure_timer()
-    return _status(f"starting {name} ...")
+    _probe = (process, name, time.monotonic(), report)
+    return report(f"starting {name} ...")
 
 
-def pump() -> None:
+def pump() -> Any | None:
+    """Read what the watched backend said; the process once the test is over (to retire), else None."""
     global _probe
-    from . import client
-
     if _probe is None:
-        return
-    process, name, started = _probe
+        return None
+    process, name, started, report = _probe
     items = process.drain()
     ready = [item for kind, item in items if kind == "event" and item["type"] == "ready"]
     if ready:
         event = ready[0]
-        _status(f"ready: protocol {event['version']}, device {event['device']}, features {', '.join(event['features'])}; {name}")
+        report(f"ready: protocol {event['version']}, device {event['device']}, features {', '.join(event['features'])}; {name}")
     elif lost := [item for kind, item in items if kind == "lost"]:  # a remote backend: refused or unreachable
-        _status(f"failed: {lost[0]['message']} {lost[0]['hint']}".strip())
+        report(f"failed: {lost[0]['message']} {lost[0]['hint']}".strip())
     elif ("eof", None) in items:
-        _status(f"failed: {name} ended (exit code {process.returncode}): {process.stderr_tail(3)}")
+        report(f"failed: {name} ended (exit code {process.returncode}): {process.stderr_tail(3)}")
     elif time.monotonic() - started > PROBE_SECONDS:
-        _status(f"no answer from {name} within {PROBE_SECONDS:.0f} s")
+        report(f"no answer from {name} within {PROBE_SECONDS:.0f} s")
     else:
-        return
+        return None
     _probe = None
-    client.retire(process)
+    return process
 
 
 def cancel() -> None:
@@ -61,12 +55,3 @@ def cancel() -> None:
     if _probe is not None:
         _probe[0].stop(grace=1.0)
     _probe = None
-
-
-def _status(text: str) -> str:
-    from . import client
-
-    prefs = client.preferences()
-    if prefs is not None:
-        prefs.backend_status = text
-    return text
