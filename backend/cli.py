@@ -1,4 +1,4 @@
-"""Command line: `python -m backend generate|schedule ...` (DESIGN §1, §10).
+"""Command line: `python -m backend generate|schedule ...` (docs/ARCHITECTURE.md §1, §8).
 
 stdout carries results only (the run folder's path, or the schedule's JSON); progress and logs go
 to stderr. Bad input ends in one line naming the problem, exit status 2; a failed run, exit 1.
@@ -48,26 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .cluster.batch import add_arguments as add_batch_arguments
 
-    add_batch_arguments(commands.add_parser("batch", help="prompts x seeds as Ray tasks, one run folder each; index.json + contact sheet"), CONFIG_FLAGS)
+    add_batch_arguments(commands.add_parser("batch", help="prompts x seeds as Ray tasks, one run folder each; index.json + contact sheet"),
+                        CONFIG_FLAGS)
 
+    defaults = GenerationConfig()  # the schedule's defaults, as a generation has them
     sched = commands.add_parser("schedule", help="print t(i) of a timestep schedule")
-    sched.add_argument("--kind", default="tp")
+    sched.add_argument("--kind", default=defaults.schedule)
     sched.add_argument("--steps", type=int, required=True)
-    for name, default in (("m1", 800.0), ("m2", 500.0), ("s1", 300.0), ("s2", 100.0)):
-        sched.add_argument("--" + name, type=float, default=default)
-    sched.add_argument("--t-min", type=int, default=20)
-    sched.add_argument("--t-max", type=int, default=980)
+    for name in ("m1", "m2", "s1", "s2"):
+        sched.add_argument("--" + name, type=float, default=getattr(defaults, name))
+    sched.add_argument("--t-min", type=int, default=defaults.t_min)
+    sched.add_argument("--t-max", type=int, default=defaults.t_max)
     sched.add_argument("--seed", type=int, default=0)
     sched.add_argument("--no-wd", action="store_true")
     sched.add_argument("--json", action="store_true", help="one JSON object (the default output format)")
 
     make = commands.add_parser("make-model", help="write a random-weight Stable Diffusion folder (tests, GPU timing)")
-    make.add_argument("--shape", default="tiny", choices=("tiny", "sd21-base"), help="tiny: ~1M-parameter UNet; sd21-base: SD 2.1-base shapes")
+    make.add_argument("--shape", default="tiny", choices=("tiny", "sd21-base"),
+                      help="tiny: ~1M-parameter UNet; sd21-base: SD 2.1-base shapes")
     make.add_argument("--out", required=True, help="folder to write (new or empty)")
     make.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     make.add_argument("--force", action="store_true", help="replace a non-empty --out")
 
-    bench = commands.add_parser("bench", help="measurements (DESIGN §10)").add_subparsers(dest="bench", required=True)
+    bench = commands.add_parser("bench", help="measurements (docs/ARCHITECTURE.md §8)").add_subparsers(dest="bench", required=True)
     step = bench.add_parser("step", help="time a training step and its floor (the guidance alone); prints JSON")
     step.add_argument("--guidance", default="auto", choices=("auto", "analytic", "sd"), help="auto: sd with CUDA, else analytic")
     step.add_argument("--model", help="sd: hub id or local diffusers folder")
@@ -83,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--low-vram", action="store_true", help="sd: attention slicing, VAE checkpointing")
     from .bench.convergence import add_arguments
 
-    add_arguments(bench.add_parser("convergence", help="schedules x seeds x prompts: quality, diversity, steps-to-quality; bench.json + plots"))
-    add_arguments(bench.add_parser("sensitivity", help="TP-SDS with m1, m2, s1, s2 across their slider ranges and W_d off"), sensitivity=True)
+    add_arguments(bench.add_parser("convergence",
+                                   help="schedules x seeds x prompts: quality, diversity, steps-to-quality; bench.json + plots"))
+    add_arguments(bench.add_parser("sensitivity", help="TP-SDS with m1, m2, s1, s2 across their slider ranges and W_d off"),
+                  sensitivity=True)
     bench.add_parser("report", help="bench.json as Markdown tables").add_argument("bench_json")
     return parser
 
@@ -104,8 +109,8 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .run_folder import new_run_dir
     from .errors import TrainingError
+    from .run_folder import new_run_dir
     from .run_setup import preflight
     from .trainer import Trainer
 
@@ -163,7 +168,8 @@ class ProgressBar:
 def run_schedule(args: argparse.Namespace) -> int:
     from .schedule import timesteps
 
-    config = GenerationConfig(prompt="schedule", steps=args.steps, schedule=args.kind, m1=args.m1, m2=args.m2, s1=args.s1, s2=args.s2, t_min=args.t_min, t_max=args.t_max, seed=args.seed)
+    config = GenerationConfig(prompt="schedule", steps=args.steps, schedule=args.kind, m1=args.m1, m2=args.m2, s1=args.s1, s2=args.s2,
+                              t_min=args.t_min, t_max=args.t_max, seed=args.seed)
     config.validate()
     t = timesteps(args.kind, args.steps, args.m1, args.m2, args.s1, args.s2, args.t_min, args.t_max, args.seed, use_w_d=not args.no_wd)
     print(json.dumps({"kind": args.kind, "t": [int(v) for v in t]}))

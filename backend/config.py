@@ -1,8 +1,12 @@
-"""The one generation config, from the Blender panel (or the CLI) to the trainer (DESIGN §3).
+"""The one generation config, from the Blender panel (or the CLI) to the trainer (docs/ARCHITECTURE.md §2).
 
 Validated in one place, `GenerationConfig.validate()`: a bad value raises ConfigError naming the
-field and what it may be. Saved as `config.json` in the run folder. Standard library only, so the
-add-on can build and check a config without torch.
+field and what it may be. Saved as `config.json` in the run folder. Standard library (and the numpy
+schedule module) only, so the add-on can build and check a config without torch.
+
+The one source of truth for defaults, choices and ranges: the field defaults below, `CHOICES` and
+`BOUNDS`, which validate() enforces and the add-on's panel (dreamtime_blender/properties.py) reads
+for its own defaults, enum items and slider ranges.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schedule import NUM_TRAIN_TIMESTEPS, SCHEDULE_KINDS as SCHEDULES
+from .schedule import M1, M2, NUM_TRAIN_TIMESTEPS, S1, S2, SCHEDULE_KINDS, T_MAX, T_MIN
+
+SCHEDULES = SCHEDULE_KINDS
 GUIDANCES = ("auto", "analytic", "sd")
 ENCODINGS = ("auto", "hashgrid", "dense")
 HASHGRID_IMPLEMENTATIONS = ("auto", "torch", "tcnn")
@@ -23,6 +29,54 @@ EXPORT_FORMATS = ("glb", "ply", "obj")
 BACKGROUNDS = ("random", "white", "black", "learned")
 MAX_PROMPT_CHARS = 20_000  # long prompts are fine (SD reads 77 tokens, folder names are cut); this bounds config.json
 MAX_SEED = 2**32 - 1
+T = NUM_TRAIN_TIMESTEPS
+
+# The allowed values of each text field that is a choice.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": SCHEDULES,
+    "guidance": GUIDANCES,
+    "encoding": ENCODINGS,
+    "hashgrid_implementation": HASHGRID_IMPLEMENTATIONS,
+    "background": BACKGROUNDS,
+    "device": DEVICES,
+    "precision": PRECISIONS,
+}
+# (lowest, highest) allowed value of each numeric field; integers where the field is an int.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "seed": (0, MAX_SEED),
+    "steps": (1, 1_000_000),
+    "t_min": (1, T - 2),
+    "t_max": (2, T - 1),
+    "m1": (0, T),
+    "m2": (0, T),
+    "s1": (1e-6, 10 * T),
+    "s2": (1e-6, 10 * T),
+    "guidance_scale": (0, 1000),  # or -1: the guidance's own default
+    "resolution": (16, 1024),  # and a multiple of 8
+    "preview_resolution": (16, 1024),  # and a multiple of 8
+    "dense_resolution": (8, 512),
+    "mlp_hidden": (0, 1024),
+    "blob_density": (0, 15),
+    "samples_per_ray": (8, 1024),
+    "batch_size": (1, 64),
+    "scene_radius": (0.1, 1.0),
+    "albedo_warmup": (0, 1),
+    "textureless_prob": (0, 1),
+    "albedo_prob": (0, 1),
+    "lr": (1e-8, 10),
+    "lr_mlp": (1e-8, 10),
+    "lr_final_ratio": (1e-4, 1),
+    "lambda_tv": (0, 1e9),
+    "sdf_after": (0, 1),
+    "sdf_beta": (1e-4, 0.5),
+    "sdf_max_density": (1, 1e5),
+    "lambda_eikonal": (0, 1e9),
+    "preview_every": (0, 1_000_000),
+    "checkpoint_every": (0, 1_000_000),
+    "mesh_resolution": (16, 1024),
+    "mesh_threshold": (1e-3, 1e6),
+    "mesh_smooth": (0, 0.2),
+}
 
 
 class ConfigError(ValueError):
@@ -43,24 +97,24 @@ class GenerationConfig:
     seed: int = 0  # cameras, noise and initialization all derive from it
     steps: int = 5000  # optimization steps N (the CPU preset uses fewer)
 
-    # Timestep schedule (DESIGN §4; DreamTime Eq. 7-8)
+    # Timestep schedule (docs/ARCHITECTURE.md §4.1; DreamTime Eq. 7-8)
     schedule: str = "tp"  # tp (DreamTime) | uniform (plain SDS) | linear
-    m1: float = 800.0  # upper end of W_p's flat region
-    m2: float = 500.0  # lower end of W_p's flat region
-    s1: float = 300.0  # width of W_p's Gaussian tail above m1
-    s2: float = 100.0  # width of W_p's Gaussian tail below m2
-    t_min: int = 20  # smallest timestep used
-    t_max: int = 980  # largest timestep used
+    m1: float = M1  # upper end of W_p's flat region
+    m2: float = M2  # lower end of W_p's flat region
+    s1: float = S1  # width of W_p's Gaussian tail above m1
+    s2: float = S2  # width of W_p's Gaussian tail below m2
+    t_min: int = T_MIN  # smallest timestep used
+    t_max: int = T_MAX  # largest timestep used
     use_w_d: bool = True  # include W_d = sqrt((1-abar)/abar) in W (the paper does)
 
-    # Guidance (DESIGN §5)
+    # Guidance (docs/ARCHITECTURE.md §4.5, §5)
     guidance: str = "auto"  # analytic | sd | auto (sd with CUDA, else analytic)
     model: str = "stabilityai/stable-diffusion-2-1-base"  # hub id or local diffusers folder (sd)
     targets: str = ""  # JSON file of analytic targets; empty: read them from the prompt
     guidance_scale: float = -1.0  # CFG scale; negative: the guidance's default (sd 100, analytic 1)
     low_vram: bool = False  # sd: model CPU offload and attention slicing for small cards
 
-    # Field and renderer (DESIGN §6)
+    # Field and renderer (docs/ARCHITECTURE.md §4.3, §4.4)
     encoding: str = "auto"  # hashgrid | dense (voxel features, fast on CPU) | auto
     hashgrid_implementation: str = "auto"  # tcnn when importable, else torch
     dense_resolution: int = 96  # voxels per side of the dense encoding
@@ -84,7 +138,7 @@ class GenerationConfig:
     sdf_max_density: float = 300.0  # SDF density deep inside: opaque within one sample
     lambda_eikonal: float = 1000.0  # weight of the eikonal prior |grad s| = 1 once the field is an SDF
 
-    # Run bookkeeping (DESIGN §7)
+    # Run bookkeeping (docs/ARCHITECTURE.md §6)
     preview_every: int = 50  # steps between preview PNGs
     checkpoint_every: int = 200  # steps between checkpoints
     mesh_resolution: int = 256  # marching-cubes grid size per side
@@ -114,59 +168,59 @@ class GenerationConfig:
             raise ConfigError("prompt", "must not contain NUL characters")
         if len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise ConfigError("negative_prompt", f"at most {MAX_PROMPT_CHARS} characters")
-        _integer(self, "seed", 0, MAX_SEED)
-        _integer(self, "steps", 1, 1_000_000)
-        _choice(self, "schedule", SCHEDULES)
-        _integer(self, "t_min", 1, NUM_TRAIN_TIMESTEPS - 2)
-        _integer(self, "t_max", 2, NUM_TRAIN_TIMESTEPS - 1)
+        _integer(self, "seed")
+        _integer(self, "steps")
+        _choice(self, "schedule")
+        _integer(self, "t_min")
+        _integer(self, "t_max")
         if self.t_min >= self.t_max:
             raise ConfigError("t_min", f"must be < t_max ({self.t_max}), got {self.t_min}", related=("t_max",))
         for name in ("m1", "m2"):
-            _number(self, name, 0, NUM_TRAIN_TIMESTEPS)
+            _number(self, name)
         if self.m2 > self.m1:
             raise ConfigError("m2", f"must be <= m1 ({self.m1:g}), got {self.m2:g}", related=("m1",))
         for name in ("s1", "s2"):
-            _number(self, name, 1e-6, 10 * NUM_TRAIN_TIMESTEPS, "must be > 0 and at most 10000")
-        _choice(self, "guidance", GUIDANCES)
+            _number(self, name, "must be > 0 and at most 10000")
+        _choice(self, "guidance")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model", "must name a hub id or a local folder")
         if self.guidance_scale != -1.0:
-            _number(self, "guidance_scale", 0, 1000, "must be between 0 and 1000 (or -1 for the default)")
-        _choice(self, "encoding", ENCODINGS)
-        _choice(self, "hashgrid_implementation", HASHGRID_IMPLEMENTATIONS)
+            _number(self, "guidance_scale", "must be between 0 and 1000 (or -1 for the default)")
+        _choice(self, "encoding")
+        _choice(self, "hashgrid_implementation")
         for name in ("resolution", "preview_resolution"):
-            _integer(self, name, 16, 1024)
+            _integer(self, name)
             if getattr(self, name) % 8:
                 raise ConfigError(name, f"must be a multiple of 8 between 16 and 1024, got {getattr(self, name)}")
-        _integer(self, "dense_resolution", 8, 512)
-        _integer(self, "mlp_hidden", 0, 1024)
-        _number(self, "blob_density", 0, 15)
-        _integer(self, "samples_per_ray", 8, 1024)
-        _integer(self, "batch_size", 1, 64)
-        _number(self, "scene_radius", 0.1, 1.0, "must be from 0.1 to 1 (the field's bounding cube is [-1, 1]^3)")
-        _choice(self, "background", BACKGROUNDS)
+        _integer(self, "dense_resolution")
+        _integer(self, "mlp_hidden")
+        _number(self, "blob_density")
+        _integer(self, "samples_per_ray")
+        _integer(self, "batch_size")
+        _number(self, "scene_radius", "must be from 0.1 to 1 (the field's bounding cube is [-1, 1]^3)")
+        _choice(self, "background")
         for name in ("albedo_warmup", "textureless_prob", "albedo_prob"):
-            _number(self, name, 0, 1)
+            _number(self, name)
         if self.textureless_prob + self.albedo_prob > 1:
             raise ConfigError("albedo_prob", "albedo_prob + textureless_prob must be at most 1", related=("textureless_prob",))
         for name in ("lr", "lr_mlp"):
-            _number(self, name, 1e-8, 10, "must be > 0 and at most 10")
-        _number(self, "lr_final_ratio", 1e-4, 1)
-        _number(self, "lambda_tv", 0, 1e9)
-        _number(self, "sdf_after", 0, 1, "must be a share of the steps from 0 to 1 (1: never an SDF)")
-        _number(self, "sdf_beta", 1e-4, 0.5, "must be an edge width from 0.0001 to 0.5 (world units)")
-        _number(self, "sdf_max_density", 1, 1e5)
-        _number(self, "lambda_eikonal", 0, 1e9)
-        _integer(self, "preview_every", 0, 1_000_000, "must be >= 0 (0: no previews)")
-        _integer(self, "checkpoint_every", 0, 1_000_000, "must be >= 0 (0: only at the end)")
-        _integer(self, "mesh_resolution", 16, 1024)
-        _number(self, "mesh_threshold", 1e-3, 1e6)
-        _number(self, "mesh_smooth", 0, 0.2)
+            _number(self, name, "must be > 0 and at most 10")
+        _number(self, "lr_final_ratio")
+        _number(self, "lambda_tv")
+        _number(self, "sdf_after", "must be a share of the steps from 0 to 1 (1: never an SDF)")
+        _number(self, "sdf_beta", "must be an edge width from 0.0001 to 0.5 (world units)")
+        _number(self, "sdf_max_density")
+        _number(self, "lambda_eikonal")
+        _integer(self, "preview_every", "must be >= 0 (0: no previews)")
+        _integer(self, "checkpoint_every", "must be >= 0 (0: only at the end)")
+        _integer(self, "mesh_resolution")
+        _number(self, "mesh_threshold")
+        _number(self, "mesh_smooth")
         if not isinstance(self.export, (list, tuple)) or not self.export or any(fmt not in EXPORT_FORMATS for fmt in self.export):
             raise ConfigError("export", f"must be a non-empty list of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
         self.export = tuple(self.export)
-        _choice(self, "device", DEVICES)
-        _choice(self, "precision", PRECISIONS)
+        _choice(self, "device")
+        _choice(self, "precision")
         if not isinstance(self.extra, dict):
             raise ConfigError("extra", "must be a dict")
         return self
@@ -227,19 +281,22 @@ def preset_for(device: str) -> dict[str, Any]:
     return dict(CPU_PRESET) if device == "cpu" else {}
 
 
-def _integer(cfg: GenerationConfig, name: str, low: int, high: int, message: str = "") -> None:
+def _integer(cfg: GenerationConfig, name: str, message: str = "") -> None:
+    low, high = BOUNDS[name]
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(name, f"{message or f'must be an integer from {low} to {high}'}, got {value!r}")
 
 
-def _number(cfg: GenerationConfig, name: str, low: float, high: float, message: str = "") -> None:
+def _number(cfg: GenerationConfig, name: str, message: str = "") -> None:
+    low, high = BOUNDS[name]
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
         raise ConfigError(name, f"{message or f'must be a number from {low:g} to {high:g}'}, got {value!r}")
 
 
-def _choice(cfg: GenerationConfig, name: str, options: tuple[str, ...]) -> None:
+def _choice(cfg: GenerationConfig, name: str) -> None:
+    options = CHOICES[name]
     value = getattr(cfg, name)
     if value not in options:
         raise ConfigError(name, f"must be one of {', '.join(options)}, got {value!r}")

@@ -20,6 +20,10 @@ import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000  # T, as in Stable Diffusion
 SCHEDULE_KINDS = ("tp", "uniform", "linear")
+# The paper's TP-SDS prior and timestep range, written once: every default below and
+# GenerationConfig's (config.py, and through it the add-on's panel) read these.
+M1, M2, S1, S2 = 800.0, 500.0, 300.0, 100.0
+T_MIN, T_MAX = 20, 980
 
 
 def scaled_linear_alphas_cumprod(
@@ -52,12 +56,12 @@ def w_p(t: np.ndarray, m1: float, m2: float, s1: float, s2: float) -> np.ndarray
 
 
 def tp_density(
-    m1: float = 800,
-    m2: float = 500,
-    s1: float = 300,
-    s2: float = 100,
-    t_min: int = 20,
-    t_max: int = 980,
+    m1: float = M1,
+    m2: float = M2,
+    s1: float = S1,
+    s2: float = S2,
+    t_min: int = T_MIN,
+    t_max: int = T_MAX,
     alphas_cumprod: np.ndarray | None = None,
     use_w_d: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +82,12 @@ def tp_density(
 
 def tp_timesteps(
     steps: int,
-    m1: float = 800,
-    m2: float = 500,
-    s1: float = 300,
-    s2: float = 100,
-    t_min: int = 20,
-    t_max: int = 980,
+    m1: float = M1,
+    m2: float = M2,
+    s1: float = S1,
+    s2: float = S2,
+    t_min: int = T_MIN,
+    t_max: int = T_MAX,
     alphas_cumprod: np.ndarray | None = None,
     use_w_d: bool = True,
 ) -> np.ndarray:
@@ -99,12 +103,12 @@ def tp_timesteps(
     return t_desc[np.where(use_left, left, right)].astype(np.int64)
 
 
-def uniform_timesteps(steps: int, t_min: int = 20, t_max: int = 980, seed: int = 0) -> np.ndarray:
+def uniform_timesteps(steps: int, t_min: int = T_MIN, t_max: int = T_MAX, seed: int = 0) -> np.ndarray:
     """Plain SDS: an independent t ~ U{t_min..t_max} per step."""
     return np.random.default_rng(seed).integers(t_min, t_max + 1, size=steps).astype(np.int64)
 
 
-def linear_timesteps(steps: int, t_min: int = 20, t_max: int = 980) -> np.ndarray:
+def linear_timesteps(steps: int, t_min: int = T_MIN, t_max: int = T_MAX) -> np.ndarray:
     """t decreasing linearly from t_max at step 0 to t_min at the last step."""
     if steps == 1:
         return np.array([t_max], dtype=np.int64)
@@ -114,12 +118,12 @@ def linear_timesteps(steps: int, t_min: int = 20, t_max: int = 980) -> np.ndarra
 def timesteps(
     kind: str,
     steps: int,
-    m1: float = 800,
-    m2: float = 500,
-    s1: float = 300,
-    s2: float = 100,
-    t_min: int = 20,
-    t_max: int = 980,
+    m1: float = M1,
+    m2: float = M2,
+    s1: float = S1,
+    s2: float = S2,
+    t_min: int = T_MIN,
+    t_max: int = T_MAX,
     seed: int = 0,
     alphas_cumprod: np.ndarray | None = None,
     use_w_d: bool = True,

@@ -1,4 +1,4 @@
-"""Blender's side of the protocol (DESIGN §2, §9): one backend run at a time.
+"""Blender's side of the protocol (docs/ARCHITECTURE.md §3, §10): one backend run at a time.
 
 `start()` spawns the backend and sends `generate`; `pump()` is the `bpy.app.timers` callback that
 drains the reader thread's queue on the main thread, applies the events to `scene.dreamtime`,
@@ -77,7 +77,8 @@ def open_backend() -> tuple[BackendProcess | remote.RemoteBackend, str]:
     try:
         return new_process(python), f"{python} ({source})"
     except OSError as exc:
-        raise BackendUnavailable(f"Cannot start the backend with {python} ({source}): {exc}", "Check Backend Python in the preferences.") from None
+        raise BackendUnavailable(f"Cannot start the backend with {python} ({source}): {exc}",
+                                 "Check Backend Python in the preferences.") from None
 
 
 def is_running() -> bool:
@@ -114,7 +115,7 @@ def start(scene: bpy.types.Scene) -> str | None:
     process.send(backend_link.protocol.message("generate", id=run_id, config=config))
     _run, _configs[run_id] = Run(process, scene, run_id, config), config
     props.running, props.status, props.run_id = True, "starting the backend", run_id
-    props.step, props.steps_total, props.t, props.loss, props.eta = 0, config["steps"], 0, 0.0, 0.0
+    props.step, props.steps_total, props.t, props.loss, props.eta = 0, config.get("steps", 0), 0, 0.0, 0.0  # 0: the first progress says
     ensure_timer()
     return None
 
@@ -237,10 +238,12 @@ def _pump_run(run: Run) -> None:
     if run.eof_at is not None:
         if run.process.returncode is not None or time.monotonic() - run.eof_at > EXIT_GRACE:  # the exit code is in
             code, tail = run.process.returncode, run.process.stderr_tail()
-            _fail(props, f"The backend stopped unexpectedly ({'still closing' if code is None else f'exit code {code}'}).", tail or "See the system console.")
+            _fail(props, f"The backend stopped unexpectedly ({'still closing' if code is None else f'exit code {code}'}).",
+                  tail or "See the system console.")
             _end_run(kill=True)
     elif run.cancel_at is not None and time.monotonic() - run.cancel_at > CANCEL_SECONDS:
-        _fail(props, f"The backend did not stop within {CANCEL_SECONDS:.0f} s of Cancel; it was killed.", "The run folder keeps the last checkpoint.")
+        _fail(props, f"The backend did not stop within {CANCEL_SECONDS:.0f} s of Cancel; it was killed.",
+              "The run folder keeps the last checkpoint.")
         _end_run(kill=True)
     elif run.process.silent_for() > _hang_seconds() and not run.hang_warned:
         run.hang_warned = True
@@ -253,7 +256,8 @@ def _apply(run: Run, props, event: dict) -> None:
         return
     if kind == "ready":
         if event["version"] != backend_link.protocol.PROTOCOL_VERSION:
-            _fail(props, f"The backend speaks protocol {event['version']}; this add-on speaks {backend_link.protocol.PROTOCOL_VERSION}.", "Update the add-on and the backend together.")
+            _fail(props, f"The backend speaks protocol {event['version']}; this add-on speaks {backend_link.protocol.PROTOCOL_VERSION}.",
+                  "Update the add-on and the backend together.")
             _end_run(kill=True)
             return
         props.status, run.features = f"running on {event['device']}", set(event["features"])
@@ -303,7 +307,8 @@ def _mesh(run: Run, props, event: dict) -> None:
 def _done(run: Run, props, outputs: dict) -> None:
     props.run_dir = outputs.get("run_dir", "")
     item = props.history.add()
-    item.prompt, item.seed, item.schedule = run.config["prompt"], run.config["seed"], run.config["schedule"]
+    sent = {**backend_link.config.GenerationConfig().to_dict(), **run.config}  # what the run had: its changes over the defaults
+    item.prompt, item.seed, item.schedule = sent["prompt"], sent["seed"], sent["schedule"]
     item.status = "cancelled" if run.cancel_at is not None else "done"
     item.run_dir, item.mesh_path, item.config_json = props.run_dir, outputs.get("mesh_glb", props.mesh_path), json.dumps(run.config)
     props.history_index = len(props.history) - 1

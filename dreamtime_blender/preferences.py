@@ -1,4 +1,4 @@
-"""Add-on preferences (DESIGN §9, §11): a local backend process (which Python runs it) or a remote
+"""Add-on preferences (docs/ARCHITECTURE.md §9, §10): a local backend process (which Python runs it) or a remote
 backend (host, port, token); model, device, output folder; "Test backend" shows the backend's
 `ready` answer; "Install backend" makes a venv for it."""
 
@@ -12,10 +12,13 @@ from bpy.types import AddonPreferences
 
 from . import backend_link, backend_python, client, installer
 
-DEVICES = [("auto", "Auto", "CUDA when available, else CPU"), ("cpu", "CPU", ""), ("cuda", "CUDA", "")]
+DEVICE_LABELS = {"auto": ("Auto", "CUDA when available, else CPU"), "cpu": ("CPU", ""), "cuda": ("CUDA", "")}
+DEVICES = [(name, *DEVICE_LABELS[name]) for name in backend_link.config.CHOICES["device"]]  # the config's choices, labelled
+DEFAULTS = backend_link.config.GenerationConfig()
 BACKENDS = [
     ("local", "Local Process", "Start the backend on this computer with the Backend Python"),
-    ("remote", "Remote", "Connect to `python -m backend serve --listen` on another machine (directly with a token, or through an SSH tunnel)"),
+    ("remote", "Remote",
+     "Connect to `python -m backend serve --listen` on another machine (directly with a token, or through an SSH tunnel)"),
 ]
 
 
@@ -31,14 +34,18 @@ class DreamTimePreferences(AddonPreferences):
     bl_idname = __package__
 
     backend: EnumProperty(name="Backend", items=BACKENDS, default="local")
-    remote_host: StringProperty(name="Host", default="127.0.0.1", description="The remote backend's address (127.0.0.1 through an SSH tunnel)")
+    remote_host: StringProperty(name="Host", default="127.0.0.1",
+                                description="The remote backend's address (127.0.0.1 through an SSH tunnel)")
     remote_port: IntProperty(name="Port", default=backend_link.protocol.DEFAULT_PORT, min=1, max=65535)
     remote_token: StringProperty(name="Token", subtype="PASSWORD", description="The contents of the backend's --token-file")
-    backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH", description="A Python with torch and the backend's requirements; empty: see the search order below")
-    model: StringProperty(name="Model", default="stabilityai/stable-diffusion-2-1-base", description="Stable Diffusion hub id or local diffusers folder")
-    device: EnumProperty(name="Device", items=DEVICES, default="auto")
-    output_folder: StringProperty(name="Output Folder", subtype="DIR_PATH", description="Run folders go here; empty: the extension's user folder")
-    hang_seconds: FloatProperty(name="Silence Warning", default=120, min=1, unit="TIME_ABSOLUTE", description="Say the backend seems stuck after this long without a word")
+    backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH",
+                                   description="A Python with torch and the backend's requirements; empty: see the search order below")
+    model: StringProperty(name="Model", default=DEFAULTS.model, description="Stable Diffusion hub id or local diffusers folder")
+    device: EnumProperty(name="Device", items=DEVICES, default=DEFAULTS.device)
+    output_folder: StringProperty(name="Output Folder", subtype="DIR_PATH",
+                                  description="Run folders go here; empty: the extension's user folder")
+    hang_seconds: FloatProperty(name="Silence Warning", default=120, min=1, unit="TIME_ABSOLUTE",
+                                description="Say the backend seems stuck after this long without a word")
     backend_status: StringProperty(name="Backend Status")
     install_status: StringProperty(name="Install Status")
 

@@ -1,6 +1,9 @@
-"""The panel's state: one PropertyGroup on `Scene.dreamtime` (DESIGN §3, §9).
+"""The panel's state: one PropertyGroup on `Scene.dreamtime` (docs/ARCHITECTURE.md §2, §10).
 
-The settings map one to one onto the backend's GenerationConfig; `to_config()` builds that dict.
+The settings map one to one onto the backend's GenerationConfig, and take their defaults, enum
+items and ranges from it (backend/config.py: the field defaults, CHOICES, BOUNDS), so the panel
+never restates them. `to_config()` sends the prompt and only the settings the artist changed from
+those defaults: the rest the backend's device preset decides (a CPU runs fewer steps than a GPU).
 The runtime fields (status, step, loss, ...) are written only by `client.pump()`.
 """
 
@@ -14,21 +17,40 @@ from bpy.types import PropertyGroup
 
 from . import backend_link, schedule_curve
 
-SCHEDULES = [
-    ("tp", "Time-prioritized (TP-SDS)", "DreamTime: t falls monotonically with the step, weighted by W(t)"),
-    ("uniform", "Uniform (plain SDS)", "t drawn uniformly in [t_min, t_max] at every step"),
-    ("linear", "Linear", "t falls linearly from t_max to t_min"),
-]
-GUIDANCES = [
-    ("auto", "Auto", "Stable Diffusion when the backend has a CUDA GPU, else the analytic demo prior"),
-    ("analytic", "Analytic (offline demo)", "Exact score of coloured primitives: no model, knows only its shapes and colours"),
-    ("sd", "Stable Diffusion", "Any SD 1.x/2.x model (hub id or local folder, see preferences)"),
-]
+CONFIG = backend_link.config
+DEFAULTS = CONFIG.GenerationConfig()  # the panel's defaults are the backend's
+MAX_BLENDER_INT = 2**31 - 1  # an IntProperty is 32-bit signed: the seed's range stops here in the panel
+SCHEDULE_LABELS = {
+    "tp": ("Time-prioritized (TP-SDS)", "DreamTime: t falls monotonically with the step, weighted by W(t)"),
+    "uniform": ("Uniform (plain SDS)", "t drawn uniformly in [t_min, t_max] at every step"),
+    "linear": ("Linear", "t falls linearly from t_max to t_min"),
+}
+GUIDANCE_LABELS = {
+    "auto": ("Auto", "Stable Diffusion when the backend has a CUDA GPU, else the analytic demo prior"),
+    "analytic": ("Analytic (offline demo)", "Exact score of coloured primitives: no model, knows only its shapes and colours"),
+    "sd": ("Stable Diffusion", "Any SD 1.x/2.x model (hub id or local folder, see preferences)"),
+}
+# The config's choices, labelled; a choice without a label fails here, at import, not in the panel.
+SCHEDULES = [(kind, *SCHEDULE_LABELS[kind]) for kind in CONFIG.CHOICES["schedule"]]
+GUIDANCES = [(kind, *GUIDANCE_LABELS[kind]) for kind in CONFIG.CHOICES["guidance"]]
 # Panel fields sent as they are: the names are GenerationConfig's.
 CONFIG_FIELDS = (
     "prompt", "negative_prompt", "seed", "steps", "schedule", "m1", "m2", "s1", "s2", "t_min", "t_max",
     "guidance", "guidance_scale", "resolution", "preview_every", "samples_per_ray", "mesh_resolution",
 )
+PRESET_NOTE = "; left at {default} the backend's device preset decides (CPU: {cpu})"
+
+
+def config_range(name: str) -> dict:
+    """default, min and max of a numeric panel setting, from GenerationConfig."""
+    low, high = CONFIG.BOUNDS[name]
+    return {"default": getattr(DEFAULTS, name), "min": low, "max": min(high, MAX_BLENDER_INT) if isinstance(high, int) else high}
+
+
+def preset_note(name: str) -> str:
+    """What a setting left at its default becomes on a CPU backend (config.CPU_PRESET), if that differs."""
+    cpu = CONFIG.CPU_PRESET.get(name, getattr(DEFAULTS, name))
+    return PRESET_NOTE.format(default=getattr(DEFAULTS, name), cpu=cpu) if cpu != getattr(DEFAULTS, name) else ""
 
 
 def _curve(self, context) -> None:
@@ -49,25 +71,34 @@ class DreamTimeRun(PropertyGroup):
 
 class DreamTimeProperties(PropertyGroup):
     # ------------------------------------------------------------------ what to make
+    # The prompt is always sent; the panel starts from one the offline analytic prior knows (the config's default is empty).
     prompt: StringProperty(name="Prompt", default="a red torus", description="What to make")
-    negative_prompt: StringProperty(name="Negative Prompt", description="What to steer away from (Stable Diffusion only)")
-    seed: IntProperty(name="Seed", min=0, description="Cameras, noise and initialization all derive from it")
-    steps: IntProperty(name="Steps", default=800, min=1, soft_max=10000, max=1_000_000, update=_curve, description="Optimization steps")
+    negative_prompt: StringProperty(name="Negative Prompt", default=DEFAULTS.negative_prompt,
+                                    description="What to steer away from (Stable Diffusion only)")
+    seed: IntProperty(name="Seed", **config_range("seed"), description="Cameras, noise and initialization all derive from it")
+    steps: IntProperty(name="Steps", **config_range("steps"), soft_max=10000, update=_curve,
+                       description="Optimization steps" + preset_note("steps"))
     # ------------------------------------------------------------------ schedule (DreamTime Eq. 7-8)
-    schedule: EnumProperty(name="Schedule", items=SCHEDULES, default="tp", update=_curve)
-    m1: FloatProperty(name="m1", default=800, min=0, max=1000, update=_curve, description="Upper end of W_p's flat region")
-    m2: FloatProperty(name="m2", default=500, min=0, max=1000, update=_curve, description="Lower end of W_p's flat region (≤ m1)")
-    s1: FloatProperty(name="s1", default=300, min=1, soft_max=1000, max=10000, update=_curve, description="Width of W_p's tail above m1")
-    s2: FloatProperty(name="s2", default=100, min=1, soft_max=1000, max=10000, update=_curve, description="Width of W_p's tail below m2")
-    t_min: IntProperty(name="t min", default=20, min=1, max=998, update=_curve, description="Smallest diffusion timestep used")
-    t_max: IntProperty(name="t max", default=980, min=2, max=999, update=_curve, description="Largest diffusion timestep used")
+    schedule: EnumProperty(name="Schedule", items=SCHEDULES, default=DEFAULTS.schedule, update=_curve)
+    m1: FloatProperty(name="m1", **config_range("m1"), update=_curve, description="Upper end of W_p's flat region")
+    m2: FloatProperty(name="m2", **config_range("m2"), update=_curve, description="Lower end of W_p's flat region (≤ m1)")
+    s1: FloatProperty(name="s1", **config_range("s1"), soft_min=1, soft_max=1000, update=_curve, description="Width of W_p's tail above m1")
+    s2: FloatProperty(name="s2", **config_range("s2"), soft_min=1, soft_max=1000, update=_curve, description="Width of W_p's tail below m2")
+    t_min: IntProperty(name="t min", **config_range("t_min"), update=_curve, description="Smallest diffusion timestep used")
+    t_max: IntProperty(name="t max", **config_range("t_max"), update=_curve, description="Largest diffusion timestep used")
     # ------------------------------------------------------------------ guidance and render
-    guidance: EnumProperty(name="Guidance", items=GUIDANCES, default="auto")
-    guidance_scale: FloatProperty(name="Guidance Scale", default=-1, min=-1, max=1000, description="Classifier-free guidance scale; -1: the guidance's default (sd 100, analytic 1)")
-    resolution: IntProperty(name="Resolution", default=64, min=16, max=1024, step=8, description="Training render size, a multiple of 8")
-    preview_every: IntProperty(name="Preview Every", default=100, min=0, description="Steps between previews (0: only at the end)")
-    samples_per_ray: IntProperty(name="Samples per Ray", default=64, min=8, max=1024)
-    mesh_resolution: IntProperty(name="Mesh Resolution", default=160, min=16, max=1024, description="Marching-cubes grid size per side")
+    guidance: EnumProperty(name="Guidance", items=GUIDANCES, default=DEFAULTS.guidance)
+    # min: the config's default -1 ("the guidance's own scale"), below the scales proper (BOUNDS)
+    guidance_scale: FloatProperty(name="Guidance Scale", **{**config_range("guidance_scale"), "min": DEFAULTS.guidance_scale},
+                                  description="Classifier-free guidance scale; -1: the guidance's default (sd 100, analytic 1)")
+    resolution: IntProperty(name="Resolution", **config_range("resolution"), step=8,
+                            description="Training render size, a multiple of 8" + preset_note("resolution"))
+    preview_every: IntProperty(name="Preview Every", **config_range("preview_every"),
+                               description="Steps between previews (0: only at the end)" + preset_note("preview_every"))
+    samples_per_ray: IntProperty(name="Samples per Ray", **config_range("samples_per_ray"),
+                                 description="Samples per ray" + preset_note("samples_per_ray"))
+    mesh_resolution: IntProperty(name="Mesh Resolution", **config_range("mesh_resolution"),
+                                 description="Marching-cubes grid size per side" + preset_note("mesh_resolution"))
     overrides: StringProperty(name="Extra Config", description='JSON object of further GenerationConfig fields, e.g. {"encoding": "dense"}')
     auto_import: BoolProperty(name="Import Mesh When Done", default=True)
     show_overlay: BoolProperty(name="Preview Overlay", default=True, description="Show the latest preview in the 3D View")
@@ -89,9 +120,16 @@ class DreamTimeProperties(PropertyGroup):
     history: CollectionProperty(type=DreamTimeRun)
     history_index: IntProperty()
 
+    def changed(self, name: str) -> bool:
+        """Whether the artist moved setting `name` away from its default (GenerationConfig's)."""
+        return getattr(self, name) != self.bl_rna.properties[name].default
+
     def to_config(self, preferences=None) -> dict:
-        """The GenerationConfig dict for this panel (plus the preferences' device, model, output)."""
-        values = {name: getattr(self, name) for name in CONFIG_FIELDS}
+        """The GenerationConfig dict for this panel: the prompt, the settings the artist changed (the
+        backend's device preset decides the rest), the preferences' device, model and output, and
+        Extra Config over all of them."""
+        values = {"prompt": self.prompt}
+        values.update({name: getattr(self, name) for name in CONFIG_FIELDS if name != "prompt" and self.changed(name)})
         if preferences is not None:
             values.update(preferences.config_values())
         if self.overrides.strip():
@@ -111,10 +149,15 @@ class DreamTimeProperties(PropertyGroup):
         return values
 
     def load_config(self, values: dict) -> None:
-        """Set the panel from a config dict (a history entry's), ignoring fields it does not show."""
+        """Set the panel from a config dict (a history entry's, as to_config() made it): a setting the
+        dict lacks goes back to its default, as it was when that run was sent; fields the panel does
+        not show are ignored."""
         for name in CONFIG_FIELDS:
             if name in values:
                 setattr(self, name, values[name])
+            elif name != "prompt":
+                self.property_unset(name)
+        schedule_curve.update(self)
 
 
 classes = (DreamTimeRun, DreamTimeProperties)

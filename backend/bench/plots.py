@@ -63,13 +63,14 @@ def quality_curves(bench: dict[str, Any], path: Path) -> Path | None:
 
 
 def schedule_curves(bench: dict[str, Any], path: Path) -> Path:
+    from ..config import GenerationConfig
     from ..schedule import scaled_linear_alphas_cumprod, timesteps
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     base = bench["base_config"]
     for label, overrides in bench["variants"].items():
-        cfg = {"m1": 800.0, "m2": 500.0, "s1": 300.0, "s2": 100.0, "t_min": 20, "t_max": 980, "use_w_d": True, **base, **overrides}
+        cfg = {**GenerationConfig().to_dict(), **base, **overrides}
         t = timesteps(cfg["schedule"], bench["steps"], cfg["m1"], cfg["m2"], cfg["s1"], cfg["s2"], cfg["t_min"], cfg["t_max"], 0,
                       scaled_linear_alphas_cumprod(), cfg["use_w_d"])
         style = {"ls": "", "marker": ".", "ms": 2} if cfg["schedule"] == "uniform" else {}

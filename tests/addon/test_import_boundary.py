@@ -8,8 +8,10 @@ from conftest import BACKEND_PYTHON, REPO, requires_bpy
 
 @requires_bpy
 def scenario_register_with_torch_blocked():
-    import bpy
+    import bpy  # addon_utils comes with bpy
+    # isort: split
     import addon_utils
+
     from in_blender import install_extension
 
     addon = install_extension()  # in_blender.py set sys.modules["torch"] = None before anything
@@ -30,14 +32,15 @@ def scenario_register_with_torch_blocked():
 
 @requires_bpy
 def scenario_dev_checkout_enables_too():
-    import bpy
+    import bpy  # addon_utils comes with bpy
+    # isort: split
     import addon_utils
 
     sys.path.insert(0, str(REPO))
     module = addon_utils.enable("dreamtime_blender", default_set=True, handle_error=None)
     assert module is not None and sys.modules["torch"] is None
     assert module.backend_link.backend_root() == REPO
-    assert bpy.context.scene.dreamtime.check()["schedule"] == "tp"
+    assert bpy.context.scene.dreamtime.check() == {"prompt": "a red torus"}  # the rest: the backend's defaults and preset
     addon_utils.disable("dreamtime_blender")
     return {}
 

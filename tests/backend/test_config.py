@@ -1,10 +1,12 @@
 """backend/config.py: every validation path names its field; JSON round trip."""
 
+import dataclasses
 import json
 
 import pytest
 
-from backend.config import CPU_PRESET, ConfigError, GenerationConfig, preset_for
+from backend import schedule
+from backend.config import BOUNDS, CHOICES, CPU_PRESET, ConfigError, GenerationConfig, preset_for
 
 
 def valid(**changes):
@@ -84,3 +86,26 @@ def test_cpu_preset_is_valid_and_only_on_cpu():
     assert preset_for("cuda") == {}
     valid(**preset_for("cpu")).validate()
     assert preset_for("cpu") == CPU_PRESET
+
+
+def test_the_schedule_defaults_are_the_schedule_modules():
+    cfg = GenerationConfig()
+    prior = (schedule.M1, schedule.M2, schedule.S1, schedule.S2, schedule.T_MIN, schedule.T_MAX)
+    assert (cfg.m1, cfg.m2, cfg.s1, cfg.s2, cfg.t_min, cfg.t_max) == prior
+    assert CHOICES["schedule"] == schedule.SCHEDULE_KINDS
+
+
+def test_choices_and_bounds_are_what_validate_enforces():
+    fields = {f.name: f for f in dataclasses.fields(GenerationConfig)}
+    assert set(CHOICES) <= set(fields) and set(BOUNDS) <= set(fields)
+    for name, options in CHOICES.items():
+        assert getattr(GenerationConfig(), name) in options, name
+        with pytest.raises(ConfigError) as info:
+            valid(**{name: "no-such-" + name}).validate()
+        assert info.value.field == name and all(option in str(info.value) for option in options)
+    for name, (low, high) in BOUNDS.items():
+        step = 1 if fields[name].type == "int" else max(abs(high), 1) * 1e-3
+        for outside in (low - step if name != "guidance_scale" else low - 2, high + step):
+            with pytest.raises(ConfigError) as info:
+                valid(**{name: outside}).validate()
+            assert info.value.field == name, (name, outside)
