@@ -55,7 +55,8 @@ class RunArtifacts:
         cameras = self.ring if cameras is None else cameras
         settings = self._eval_settings(cameras)
         resolution = resolution or self.config.preview_resolution
-        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i, radius=self.config.scene_radius)["rgb"]
+        return torch.cat([render(self.field, cameras[i], resolution, self.config.samples_per_ray, settings_i,
+                                 radius=self.config.scene_radius)["rgb"]
                           for i, settings_i in enumerate(self._split(settings, len(cameras)))])
 
     def _eval_settings(self, cameras: Cameras) -> RenderSettings:
@@ -63,7 +64,8 @@ class RunArtifacts:
 
     @staticmethod
     def _split(settings: RenderSettings, n: int) -> list[RenderSettings]:
-        return [RenderSettings(settings.shading, settings.light[i : i + 1], settings.background[i : i + 1], settings.ambient) for i in range(n)]
+        return [RenderSettings(settings.shading, settings.light[i : i + 1], settings.background[i : i + 1],
+                               settings.ambient) for i in range(n)]
 
     # ------------------------------------------------------------------ images
     def write_preview(self, step: int) -> Path:
@@ -100,7 +102,8 @@ class RunArtifacts:
         cfg = self.config
         inside, level = self.field.surface(cfg.mesh_threshold)
         return extract_mesh(
-            inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=cfg.mesh_smooth, smooth_log=not self.field.sdf_mode
+            inside, self.field.albedo, cfg.mesh_resolution, level, device=self.device, smooth=cfg.mesh_smooth,
+            smooth_log=not self.field.sdf_mode,
         )
 
     def extract_now(self, step: int) -> None:
@@ -127,7 +130,8 @@ class RunArtifacts:
             self.on_event(protocol.log("warning", f"no mesh: {exc}"))
             return {}
         paths = export_mesh(self.mesh, self.run_dir, formats)
-        self.metrics["mesh"].update({"n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces), "euler": int(self.mesh.euler_number)})
+        self.metrics["mesh"].update({"n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces),
+                                     "euler": int(self.mesh.euler_number)})
         first = paths[formats[0]]
         self.on_event(protocol.mesh(self.run_id, str(first), len(self.mesh.vertices), len(self.mesh.faces)))
         return paths
@@ -141,7 +145,8 @@ class RunArtifacts:
         targets = self.guidance.targets
         if self._target_ring is None:  # the targets never change: render their ring once
             settings = self._eval_settings(self.ring)
-            self._target_ring = targets.render(self.ring, resolution, self.config.samples_per_ray, settings, self.config.scene_radius)  # (K, V, H, W, 3)
+            self._target_ring = targets.render(self.ring, resolution, self.config.samples_per_ray, settings,
+                                               self.config.scene_radius)  # (K, V, H, W, 3)
         return ring_quality(renders, self._target_ring, targets.names)
 
     def mesh_error(self, best_target: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Cameras looking at the origin: random training views and a fixed evaluation ring (DESIGN §6).
+"""Cameras looking at the origin: random training views and a fixed evaluation ring (docs/ARCHITECTURE.md §4.2).
 
 World frame as in Blender: z up, the front view looks along +y from -y. Azimuth 0° is the
 front, 90° the right side (+x), 180° the back; elevation is positive above the horizon.

@@ -1,4 +1,4 @@
-"""Positional encodings for the NeRF field (DESIGN §6): x in [0, 1]^3 -> features.
+"""Positional encodings for the NeRF field (docs/ARCHITECTURE.md §4.3): x in [0, 1]^3 -> features.
 
 `HashGridEncoding` is the multiresolution hash encoding of Instant-NGP (Müller et al., "Instant
 Neural Graphics Primitives with a Multiresolution Hash Encoding", SIGGRAPH 2022, Sec. 3) in pure

@@ -1,4 +1,4 @@
-"""The NeRF that is optimized: encoding -> small MLP -> density and albedo (DESIGN §6).
+"""The NeRF that is optimized: encoding -> small MLP -> density and albedo (docs/ARCHITECTURE.md §4.3).
 
     sigma(x)  = exp(raw(x)[0] + blob(x))        blob(x) = lambda * (1 - |x| / r_blob)  (Magic3D's bias)
     albedo(x) = sigmoid(raw(x)[1:4])            raw = mlp(encoding(x)), or the encoding itself

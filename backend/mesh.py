@@ -1,9 +1,9 @@
-"""From a density field to an exported, coloured mesh (DESIGN §8).
+"""From a density field to an exported, coloured mesh (docs/ARCHITECTURE.md §4.8).
 
 Query the density on an R³ grid over [-bound, bound]^3 → PyMCubes marching cubes at a density
 threshold → drop small floating components → vertex colours from the albedo field → export
 (GLB / PLY / OBJ, each written atomically). `chamfer_distance` and `sample_surface` measure the
-result (DESIGN §10, mesh error).
+result (docs/ARCHITECTURE.md §7, mesh error).
 
 Coarse-to-fine: the field is first queried on every COARSE_STRIDE-th grid point; only coarse
 cells whose corners straddle the threshold (dilated by one cell) are queried at full
@@ -146,7 +146,8 @@ def extract_mesh(
     mesh = trimesh.Trimesh(vertices, faces, process=True)  # merges duplicate vertices
     mesh.update_faces(mesh.nondegenerate_faces())
     if len(mesh.faces) == 0:  # smoothing can lower thin peaks below the threshold
-        raise MeshError(f"no surface above density threshold {threshold:g} after smoothing ({smooth:g}); lower mesh_smooth or the threshold")
+        raise MeshError(f"no surface above density threshold {threshold:g} after smoothing ({smooth:g}); "
+                        "lower mesh_smooth or the threshold")
 
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))  # (F,)
     sizes = np.bincount(labels)  # faces per component

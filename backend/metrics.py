@@ -1,4 +1,4 @@
-"""Quality against the analytic prior's known answers (DESIGN §10).
+"""Quality against the analytic prior's known answers (docs/ARCHITECTURE.md §7).
 
 quality      PSNR of the field's evaluation-ring renders against the best-matching single target k*,
              one k* for all views (the k with the lowest MSE over the whole ring)

@@ -1,4 +1,4 @@
-"""The one message format between the Blender add-on and the backend (shared/DESIGN.md §2).
+"""The one message format between the Blender add-on and the backend (docs/ARCHITECTURE.md §3).
 
 Standard library only: the add-on (Blender's Python, no torch) and the backend both import this
 file. One UTF-8 JSON object per line; every message has a `type`. The first event a backend

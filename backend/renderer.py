@@ -1,4 +1,4 @@
-"""Volume rendering inside the bounding sphere, with DreamFusion's shading modes (DESIGN §6).
+"""Volume rendering inside the bounding sphere, with DreamFusion's shading modes (docs/ARCHITECTURE.md §4.4).
 
 Anything with `sample(points) -> (sigma (N,), albedo (N, 3))` and `normals(points) -> (M, 3)` can
 be rendered: the NeRF field and the analytic targets go through the same code, so they share

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN §7) and atomic writes: nothing in it is ever half-written.
+"""The run folder (docs/ARCHITECTURE.md §6) and atomic writes: nothing in it is ever half-written.
 
 Every artifact is written to a temporary file beside its destination and renamed over it
 (`os.replace` is atomic on POSIX and Windows), so a killed process leaves either the previous

@@ -39,9 +39,9 @@ def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
     """The guidance object for `kind`, on `device`."""
     if kind == "analytic":
         from .guidance.analytic import AnalyticGuidance
-        from .schedule import scaled_linear_alphas_cumprod
         from .guidance.target_volumes import TargetSet
         from .guidance.targets import library, load_targets
+        from .schedule import scaled_linear_alphas_cumprod
 
         if config.background == "learned":
             raise ConfigError("background", "the analytic prior needs a known background: random, white or black")

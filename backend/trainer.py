@@ -30,10 +30,10 @@ from .artifacts import RunArtifacts
 from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import GenerationConfig
+from .errors import TrainingError
 from .field import NeRFField
 from .guidance import View
 from .renderer import RenderSettings, render
-from .errors import TrainingError
 from .run_folder import atomic_write_text, remove_stale_temps
 from .run_setup import build_guidance, resolve_device, resolve_guidance
 from .schedule import timesteps
@@ -146,14 +146,16 @@ class Trainer:
             return render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, radius=cfg.scene_radius)["rgb"]
 
         result = switch_to_sdf(self.field, views, cfg.mesh_smooth)
-        self.metrics.setdefault("sdf_switch", []).append({"step": step, "psnr": round(result.psnr, 2), "offset": round(result.offset, 4), "done": result.done})
+        self.metrics.setdefault("sdf_switch", []).append({"step": step, "psnr": round(result.psnr, 2), "offset": round(result.offset, 4),
+                                                          "done": result.done})
         if not result.done:
             self.sdf_step = step + max(1, round(SDF_RETRY_SHARE * cfg.steps))
             log.info("step %d: the field is no surface yet (as an SDF it would render at %.1f dB, %.0f needed); next try at step %d",
                      step, result.psnr, MIN_PSNR, self.sdf_step)
             return
         self.optimizer = self._make_optimizer()
-        log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before; %.1f dB)", step, result.offset, result.psnr)
+        log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before; %.1f dB)", step,
+                 result.offset, result.psnr)
 
     # ------------------------------------------------------------------ one step
     def step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
@@ -162,7 +164,8 @@ class Trainer:
         shading = "albedo"
         if step >= cfg.albedo_warmup * cfg.steps:
             u = float(torch.rand((), generator=generator))
-            shading = "textureless" if u < cfg.textureless_prob else "albedo" if u < cfg.textureless_prob + cfg.albedo_prob else "lambertian"
+            shading = ("textureless" if u < cfg.textureless_prob else
+                       "albedo" if u < cfg.textureless_prob + cfg.albedo_prob else "lambertian")
         light = light_directions(cameras, generator).to(self.device)
         backgrounds = {
             "random": lambda: torch.rand((len(cameras), 3), generator=generator),
@@ -236,7 +239,8 @@ class Trainer:
                 pass
         return TrainingError(
             "out_of_memory",
-            f"CUDA ran out of GPU memory {where} (resolution {cfg.resolution}, batch {cfg.batch_size}, {cfg.samples_per_ray} samples per ray).",
+            f"CUDA ran out of GPU memory {where} "
+            f"(resolution {cfg.resolution}, batch {cfg.batch_size}, {cfg.samples_per_ray} samples per ray).",
             'Generate again with --low-vram (in Blender: {"low_vram": true} in Extra Config), a lower --resolution or fewer '
             "--samples-per-ray, or close other programs on the GPU." + kept,
         )

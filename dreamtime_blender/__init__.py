@@ -1,4 +1,4 @@
-"""DreamTime for Blender: text to 3D in the 3D View sidebar (DESIGN §1, §9).
+"""DreamTime for Blender: text to 3D in the 3D View sidebar (docs/ARCHITECTURE.md §1, §10).
 
 An extension (blender_manifest.toml; no bl_info). It never imports torch: generation runs in a
 backend process (client.py) that speaks the JSON-lines protocol of backend/protocol.py.

@@ -1,4 +1,4 @@
-"""Which Python runs the backend (DESIGN §9); first match wins:
+"""Which Python runs the backend (docs/ARCHITECTURE.md §10); first match wins:
 
 1. the add-on preference "Backend Python", if set;
 2. the environment variable DREAMTIME_BACKEND_PYTHON;

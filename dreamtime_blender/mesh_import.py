@@ -1,4 +1,4 @@
-"""A generated mesh into the scene (DESIGN §8): glb, ply or obj -> one Object named after the
+"""A generated mesh into the scene (docs/ARCHITECTURE.md §4.8, §10): glb, ply or obj -> one Object named after the
 prompt, at the 3D cursor, with a material that shows its colour attribute.
 
 Blender's own importers do the reading (glTF for .glb/.gltf, the built-in PLY and OBJ readers),

@@ -83,7 +83,8 @@ class RemoteBackend:
         finally:
             sock.close()
         if self._refusal is not None:
-            self._lost(f"The remote backend at {self.address} refused the connection: {self._refusal['message']}", self._refusal.get("hint", ""))
+            self._lost(f"The remote backend at {self.address} refused the connection: {self._refusal['message']}",
+                       self._refusal.get("hint", ""))
         else:
             self._lost(f"Lost the connection to the remote backend at {self.address} ({reason}).",
                        "The run goes on there: press Reconnect to get its progress and result." if self._attached else "")

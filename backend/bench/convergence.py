@@ -1,4 +1,4 @@
-"""`python -m backend bench convergence` and `bench sensitivity` (issue 5, DESIGN §10).
+"""`python -m backend bench convergence` and `bench sensitivity` (issue 5, docs/ARCHITECTURE.md §8).
 
 Every schedule variant × suite entry × seed is one normal training run (backend.trainer.Trainer)
 with everything else identical: the same seed gives the same initialization, cameras, shading
@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import metrics as bench_metrics
-from .suite import SuiteEntry, suite_entries, targets_path, write_targets
 from ..config import GenerationConfig
 from ..run_folder import atomic_write_text
+from . import metrics as bench_metrics
+from .suite import SuiteEntry, suite_entries, targets_path, write_targets
 
 # Analytic runs small enough for a 2-core CPU: one run takes ~48 s on one idle core, so the quick
 # suite (4 prompts x 3 schedules x 3 seeds, 2 runs at a time) is sized for ~15 minutes.
@@ -66,7 +66,8 @@ def sensitivity_variants() -> list[Variant]:
     return variants + [Variant("tp_no_wd", {"schedule": "tp", "use_w_d": False})]
 
 
-def bench_config(base: dict[str, Any], entry: SuiteEntry, targets_file: str, seed: int, variant: Variant, run_dir: Path) -> GenerationConfig:
+def bench_config(base: dict[str, Any], entry: SuiteEntry, targets_file: str, seed: int, variant: Variant,
+                 run_dir: Path) -> GenerationConfig:
     values = {**base, **variant.overrides, "prompt": entry.prompt, "targets": targets_file, "seed": seed, "run_dir": str(run_dir)}
     return GenerationConfig(**values).validate()
 
@@ -95,7 +96,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         if trainer.guidance_kind != "analytic" or (steps_done % job["eval_every"] and steps_done != config.steps):
             return
         quality = trainer.artifacts.evaluate_quality()
-        for key, value in (("eval_steps", steps_done), ("psnr", quality["psnr"]), ("consistency", quality["consistency"]), ("best_target", quality["best_target"])):
+        for key, value in (("eval_steps", steps_done), ("psnr", quality["psnr"]), ("consistency", quality["consistency"]),
+                           ("best_target", quality["best_target"])):
             curve[key].append(value)
 
     trainer = Trainer(config, run_dir, on_step=evaluate)
@@ -271,5 +273,6 @@ def run_cli(args, sensitivity: bool = False) -> int:
     jobs = args.jobs or (2 if base["device"] == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
     bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet)
     quality = {label: s.get("quality_db") for label, s in bench["schedules"].items()}
-    print(json.dumps({"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality, "wall_s": bench["wall_s"]}, indent=1))
+    print(json.dumps({"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality,
+                      "wall_s": bench["wall_s"]}, indent=1))
     return 0

@@ -1,4 +1,4 @@
-"""The numbers `bench convergence` reports (DESIGN §10), from per-run results.
+"""The numbers `bench convergence` reports (docs/ARCHITECTURE.md §7, §8), from per-run results.
 
 A run's result (bench_convergence.run_one) holds its quality curve: `eval_steps` and `psnr` at
 each evaluation, and the final `quality` (PSNR, best target k*, consistency) and `chamfer_rel`.

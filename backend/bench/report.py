@@ -23,7 +23,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def schedules_table(bench: dict[str, Any]) -> str:
     runs_per = {label: s["runs"] for label, s in bench["schedules"].items()}
     lines = [
-        "| schedule | quality (dB) | consistency | steps to 25 / 50 / 75 % (reached of runs) | diversity (distinct targets, entropy bits) | Chamfer / diag |",
+        "| schedule | quality (dB) | consistency | steps to 25 / 50 / 75 % (reached of runs) "
+        "| diversity (distinct targets, entropy bits) | Chamfer / diag |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for label, s in bench["schedules"].items():

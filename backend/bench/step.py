@@ -1,4 +1,4 @@
-"""`python -m backend bench step`: the cost of one training step against its floor (DESIGN §10).
+"""`python -m backend bench step`: the cost of one training step against its floor (docs/ARCHITECTURE.md §8).
 
 In one run, after warm-up, K times in turn:
   step  = Trainer.train_step: cameras, render, guidance loss, backward through field, Adam;
@@ -52,7 +52,8 @@ def floor_step(trainer, step: int) -> None:
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     cameras = random_cameras(cfg.batch_size, generator).to(device)
     settings = trainer.step_settings(step, generator, cameras)
-    rgb = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 3), generator=generator).to(device).requires_grad_(True)  # (B, H, W, 3)
+    rgb = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 3),
+                     generator=generator).to(device).requires_grad_(True)  # (B, H, W, 3)
     t = torch.full((cfg.batch_size,), int(trainer.schedule[step]), dtype=torch.long, device=device)
     view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
     sum(trainer.guidance.losses(rgb, t, view).values()).backward()

@@ -1,4 +1,4 @@
-"""The prompts `bench convergence` runs (issue 5, DESIGN §10): multi-modal sets on the analytic prior.
+"""The prompts `bench convergence` runs (issue 5, docs/ARCHITECTURE.md §8): multi-modal sets on the analytic prior.
 
 Three kinds of entry:
   colour modes    a shape without a colour: K targets with one geometry, any one is right;

@@ -1,4 +1,4 @@
-"""`python -m backend batch PROMPTS_FILE`: prompts x seeds as Ray tasks, one run folder each (DESIGN §11).
+"""`python -m backend batch PROMPTS_FILE`: prompts x seeds as Ray tasks, one run folder each (docs/ARCHITECTURE.md §9).
 
 Each job is a normal generation (the Trainer, in the Ray worker) in `<out>/<NNN>-<slug>-s<seed>/`,
 its config built like the add-on's: the flags over the worker's device preset, validated by
@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser, config_flags: dict[str, type]
         elif name != "run_dir":
             parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(config_flags=[name for name in config_flags if name not in ("out", "run_dir")])
-    parser.epilog = "generation options as for generate: " + " ".join("--" + n.replace("_", "-") for n in config_flags if n not in ("out", "run_dir"))
+    flags = " ".join("--" + n.replace("_", "-") for n in config_flags if n not in ("out", "run_dir"))
+    parser.epilog = "generation options as for generate: " + flags
 
 
 # ---------------------------------------------------------------------- jobs
@@ -89,7 +90,8 @@ def load_prompts(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 def _json_prompt(item: Any, path: Path, number: int) -> tuple[str, dict[str, Any]]:
     if isinstance(item, str):
         return item, {}
-    if isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("config", {}), dict) and set(item) <= {"prompt", "config"}:
+    if (isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("config", {}), dict)
+            and set(item) <= {"prompt", "config"}):
         return item["prompt"], dict(item.get("config", {}))
     raise ValueError(f'PROMPTS_FILE {path}: item {number} must be a prompt or {{"prompt": ..., "config": {{...}}}}')
 
@@ -227,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
         if owns_ray:
             ray.shutdown()
     summary = write_results(root, records, {"prompts_file": str(args.prompts_file), "seeds": args.seeds, "ray_address": args.ray_address,
-                                            "gpus_per_job": gpus, "cpus_per_job": args.cpus_per_job, "wall_s": round(time.perf_counter() - started, 2)})
+                                            "gpus_per_job": gpus, "cpus_per_job": args.cpus_per_job,
+                                            "wall_s": round(time.perf_counter() - started, 2)})
     failed = summary["failed"]
     print(f"{summary['done']} done, {failed} failed in {summary['wall_s']:.0f} s: {root / 'index.json'}", file=sys.stderr)
     print(root)

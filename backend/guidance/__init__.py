@@ -1,4 +1,4 @@
-"""Guidance: what turns a render into a score-distillation gradient (DESIGN §5).
+"""Guidance: what turns a render into a score-distillation gradient (docs/ARCHITECTURE.md §4.5).
 
 Every guidance has `alphas_cumprod` (T,) — the table that the SDS weight and the TP-SDS schedule's
 W_d both read — and `losses(rgb, t, view) -> {name: loss}`; the trainer weighs the named losses.

@@ -1,4 +1,4 @@
-"""The analytic prior: the exact score of a mixture of rendered targets (DESIGN §5).
+"""The analytic prior: the exact score of a mixture of rendered targets (docs/ARCHITECTURE.md §5).
 
 At camera c the data distribution is sum_k pi_k delta(x0_k(c)), images scaled to [-1, 1]. For
 x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps the ideal denoiser is exact:
@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from .target_volumes import TargetSet
 from . import View, classifier_free_guidance, sds_latent_target_loss
+from .target_volumes import TargetSet
 
 
-def posterior_mean(x_t: torch.Tensor, x0: torch.Tensor, log_weights: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_mean(
+    x_t: torch.Tensor, x0: torch.Tensor, log_weights: torch.Tensor, alpha_bar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """E[x0 | x_t] (B, D) and the responsibilities r (B, K), for x_t (B, D), targets x0 (K, B, D)."""
     a = alpha_bar[:, None]  # (B, 1)
     sq_dist = ((x_t[None] - a.sqrt()[None] * x0) ** 2).sum(-1)  # (K, B)
@@ -36,7 +38,8 @@ def exact_eps(x_t: torch.Tensor, x0: torch.Tensor, log_weights: torch.Tensor, al
 
 
 class AnalyticGuidance:
-    def __init__(self, targets: TargetSet, alphas_cumprod: torch.Tensor, guidance_scale: float = 1.0, unconditional: TargetSet | None = None):
+    def __init__(self, targets: TargetSet, alphas_cumprod: torch.Tensor, guidance_scale: float = 1.0,
+                 unconditional: TargetSet | None = None):
         if guidance_scale != 1.0 and unconditional is None:
             raise ValueError("classifier-free guidance (scale != 1) needs an unconditional target set")
         self.targets, self.unconditional = targets, unconditional

@@ -1,4 +1,4 @@
-"""Random-weight Stable Diffusion folders, for tests and for GPU timing without weights (DESIGN §5).
+"""Random-weight Stable Diffusion folders, for tests and for GPU timing without weights (docs/ARCHITECTURE.md §9).
 
 `make_model("tiny", out)` writes a complete diffusers folder — model_index.json, unet/, vae/,
 text_encoder/, tokenizer/, scheduler/ — that `StableDiffusionPipeline.from_pretrained(out,

@@ -1,4 +1,4 @@
-"""Stable Diffusion guidance through diffusers: score distillation as DreamFusion does it (DESIGN §5).
+"""Stable Diffusion guidance through diffusers: score distillation as DreamFusion does it (docs/ARCHITECTURE.md §4.5).
 
 For a render x (B, H, W, 3) in [0, 1] and a timestep t:
 
@@ -177,7 +177,9 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
     # Without accelerate, diffusers builds the model then loads the weights (and warns that it does).
     fast_init = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
     loaders = {
-        "unet": lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, local_files_only=True, **fast_init),
+        "unet": lambda: UNet2DConditionModel.from_pretrained(
+            folder, subfolder="unet", torch_dtype=dtype, local_files_only=True, **fast_init
+        ),
         "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True, **fast_init),
         "text_encoder": lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=text_dtype, local_files_only=True),
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True),
@@ -204,7 +206,8 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
     if unet.in_channels != 4 or unet.get("addition_embed_type") is not None:  # inpainting, SDXL, ...
         raise _error(
             "model_unsupported",
-            f"{folder} is not a text-to-image SD 1.x/2.x model (UNet in_channels {unet.in_channels}, addition_embed_type {unet.get('addition_embed_type')})",
+            f"{folder} is not a text-to-image SD 1.x/2.x model "
+            f"(UNet in_channels {unet.in_channels}, addition_embed_type {unet.get('addition_embed_type')})",
             "Use an SD 1.x/2.x text-to-image model, e.g. stabilityai/stable-diffusion-2-1-base.",
         )
     return parts
@@ -225,7 +228,8 @@ def build_sd_guidance(config, device: torch.device) -> "StableDiffusionGuidance"
     parts = load_parts(resolve_model_folder(config.model), dtype, torch.float32 if text_on_cpu else dtype)
     scale = DEFAULT_GUIDANCE_SCALE if config.guidance_scale < 0 else config.guidance_scale
     return StableDiffusionGuidance(
-        parts, config.prompt, config.negative_prompt, scale, device, dtype, grad_clip=config.extra.get("grad_clip"), low_vram=config.low_vram
+        parts, config.prompt, config.negative_prompt, scale, device, dtype, grad_clip=config.extra.get("grad_clip"),
+        low_vram=config.low_vram,
     )
 
 

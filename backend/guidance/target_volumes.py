@@ -1,4 +1,4 @@
-"""Analytic targets voxelized once, rendered with the same volume renderer as the field (DESIGN §5).
+"""Analytic targets voxelized once, rendered with the same volume renderer as the field (docs/ARCHITECTURE.md §5).
 
 Each target's signed distance d(x) becomes a density sigma = sigma_max * sigmoid(-d / beta) on an
 R^3 grid, with its outward normal grad d / |grad d| and (for multi-colour targets) its albedo;
@@ -19,7 +19,8 @@ from .targets import Target
 class TargetVolume:
     """A voxelized target (or a geometry shared by single-colour targets): the renderer's Volume."""
 
-    def __init__(self, target: Target, resolution: int = 128, bound: float = 1.0, sigma_max: float = 300.0, beta: float = 0.015, device="cpu"):
+    def __init__(self, target: Target, resolution: int = 128, bound: float = 1.0, sigma_max: float = 300.0, beta: float = 0.015,
+                 device="cpu"):
         self.bound = bound
         axis = torch.linspace(-bound, bound, resolution, device=device)
         grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (X, Y, Z, 3)

@@ -1,4 +1,4 @@
-"""The backend the Blender add-on drives (DESIGN §2): `python -m backend serve`.
+"""The backend the Blender add-on drives (docs/ARCHITECTURE.md §3, §9): `python -m backend serve`.
 
 Requests arrive as JSON lines, read by a reader thread and dispatched on the main thread; one
 worker thread runs the Trainer. Events go out through a transport, one line each, under a lock:
@@ -250,7 +250,8 @@ class Server:
         """`attach`: the run's latest progress, preview and mesh, then its done/error if it ended."""
         run = self.run
         if run is None or run.id != run_id:
-            self.error(run_id, "unknown_run", f"attach: this backend has no run {run_id!r}", "It restarted, or another run replaced it; generate again.")
+            self.error(run_id, "unknown_run", f"attach: this backend has no run {run_id!r}",
+                       "It restarted, or another run replaced it; generate again.")
             return
         with self._out_lock:
             for event in [run.latest[kind] for kind in REPLAYED if kind in run.latest] + ([run.end] if run.end else []):
@@ -260,7 +261,8 @@ class Server:
         if not self._active(run_id):
             self.error(run_id, "no_run", f"extract: no active run {run_id!r}", "Extract works while a run is going.")
         elif not hasattr(self.run.trainer, "request_extract"):
-            self.error(run_id, "unsupported", "extract is not supported yet by this backend", "The mesh is written when the run ends or is cancelled.")
+            self.error(run_id, "unsupported", "extract is not supported yet by this backend",
+                       "The mesh is written when the run ends or is cancelled.")
         else:
             self.run.trainer.request_extract()
 

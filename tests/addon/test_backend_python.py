@@ -1,4 +1,4 @@
-"""dreamtime_blender/backend_python.py: which Python runs the backend (DESIGN §9 order)."""
+"""dreamtime_blender/backend_python.py: which Python runs the backend (docs/ARCHITECTURE.md §10 order)."""
 
 import sys
 

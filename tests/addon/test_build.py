@@ -20,7 +20,8 @@ def test_zip_has_the_addon_at_the_top_and_an_identical_backend_copy(extension_zi
     assert extension_zip.name == f"dreamtime-{build.manifest()['version']}.zip"
     with zipfile.ZipFile(extension_zip) as archive:
         names = set(archive.namelist())
-        assert {"blender_manifest.toml", "__init__.py", "client.py", "bundled/backend/__main__.py", "bundled/backend/serve/server.py"} <= names
+        assert {"blender_manifest.toml", "__init__.py", "client.py", "bundled/backend/__main__.py",
+                "bundled/backend/serve/server.py"} <= names
         assert archive.read("blender_manifest.toml") == (REPO / "blender_manifest.toml").read_bytes()  # the one manifest, at the root
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
         for source in REPO.joinpath("backend").rglob("*.py"):  # the copy the add-on imports is the backend's own file

@@ -16,6 +16,7 @@ pytestmark = requires_bpy
 # ---------------------------------------------------------------------- scenarios (run in Blender)
 def scenario_generate_end_to_end():
     import bpy
+
     from in_blender import install_extension, pump_until, tiny_run
 
     addon = install_extension()
@@ -49,6 +50,7 @@ def scenario_generate_end_to_end():
 
 def _start_long_run(steps: int = 2000):
     import bpy
+
     from in_blender import install_extension, pump_until, tiny_run
 
     addon = install_extension()
@@ -64,6 +66,7 @@ def scenario_cancel_mid_run():
     import time
 
     import bpy
+
     from in_blender import process_gone
 
     addon, client, props, pid = _start_long_run()
@@ -94,7 +97,9 @@ def scenario_backend_dies():
 
 def scenario_unregister_while_running():
     import bpy  # noqa: F401  (addon_utils comes with it)
+    # isort: split
     import addon_utils
+
     from in_blender import process_gone
 
     addon, client, props, pid = _start_long_run()
@@ -109,13 +114,15 @@ def scenario_pump_cost_512_preview():
     from pathlib import Path
 
     import bpy
-    from in_blender import install_extension
     from PIL import Image
+
+    from in_blender import install_extension
 
     addon = install_extension()
     client = addon.client
     root = Path(os.environ["DREAMTIME_TEST_TMP"]) / "fake"
     (root / "backend").mkdir(parents=True)
+    (root / "backend" / "__init__.py").write_text("")  # a package: it wins over a real backend on PYTHONPATH
     x = np.linspace(0, 1, 512)
     rgb = np.stack([np.outer(x, x), np.outer(1 - x, x), np.full((512, 512), 0.3)], -1)
     Image.fromarray((rgb * 255).astype(np.uint8)).save(root / "p.png")
@@ -147,7 +154,8 @@ def scenario_pump_cost_512_preview():
     top_right = pixels.reshape(512, 512, 4)[-1, -1, :3]  # Blender's last row is the PNG's first
     assert np.allclose(top_right, [0.0, 1.0, 0.3], atol=0.01), top_right
     client.stop_all()
-    return {"apply_pump_s": costs[-1], "apply_pump_cpu_s": cpu_costs[-1], "max_other_pump_s": max(costs[:-1] or [0]), "latency_incl_spawn_s": latency}
+    return {"apply_pump_s": costs[-1], "apply_pump_cpu_s": cpu_costs[-1], "max_other_pump_s": max(costs[:-1] or [0]),
+            "latency_incl_spawn_s": latency}
 
 
 def scenario_garbage_then_silence():
@@ -155,12 +163,14 @@ def scenario_garbage_then_silence():
     from pathlib import Path
 
     import bpy
+
     from in_blender import install_extension, pump_until
 
     addon = install_extension()
     client = addon.client
     root = Path(os.environ["DREAMTIME_TEST_TMP"]) / "fake"
     (root / "backend").mkdir(parents=True)
+    (root / "backend" / "__init__.py").write_text("")  # a package: it wins over a real backend on PYTHONPATH
     (root / "backend" / "__main__.py").write_text(
         "import json, sys\n"
         "print(json.dumps({'type': 'ready', 'version': 1, 'device': 'cpu', 'features': []}), flush=True)\n"
@@ -213,12 +223,14 @@ def scenario_extract_then_rerun_from_history():
     from pathlib import Path
 
     import bpy
+
     from in_blender import install_extension, pump_until
 
     addon = install_extension()
     client, props = addon.client, bpy.context.scene.dreamtime
     root = Path(os.environ["DREAMTIME_TEST_TMP"]) / "fake"
     (root / "backend").mkdir(parents=True)
+    (root / "backend" / "__init__.py").write_text("")  # a package: it wins over a real backend on PYTHONPATH
     (root / "backend" / "__main__.py").write_text(FAKE_WITH_EXTRACT)
     addon.backend_link.backend_root = lambda: root
     props.prompt, props.guidance, props.seed = "a red torus", "analytic", 7

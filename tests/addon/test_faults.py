@@ -27,12 +27,14 @@ def _fake_backend(addon, source: str):
 
     root = Path(os.environ["DREAMTIME_TEST_TMP"]) / "fake"
     (root / "backend").mkdir(parents=True, exist_ok=True)
+    (root / "backend" / "__init__.py").write_text("")  # a package: it wins over a real backend on PYTHONPATH
     (root / "backend" / "__main__.py").write_text(source)
     addon.backend_link.backend_root = lambda: root
 
 
 def scenario_bad_settings_and_no_backend():
     import bpy
+
     from in_blender import install_extension, tiny_run
 
     addon = install_extension()
@@ -67,6 +69,7 @@ def scenario_bad_settings_and_no_backend():
 def _run_fake_backend_to_its_end(source: str):
     """Generate against a fake backend running `source`; pump until the add-on gives up on it."""
     import bpy
+
     from in_blender import install_extension, process_gone, pump_until
 
     addon = install_extension()
@@ -81,19 +84,22 @@ def _run_fake_backend_to_its_end(source: str):
 
 def scenario_backend_exits_at_start():
     props = _run_fake_backend_to_its_end(
-        "import sys\nsys.stderr.write(\"Traceback (most recent call last):\\nModuleNotFoundError: No module named 'torch'\\n\")\nsys.exit(3)\n")
+        "import sys\n"
+        "sys.stderr.write(\"Traceback (most recent call last):\\nModuleNotFoundError: No module named 'torch'\\n\")\nsys.exit(3)\n")
     assert props.status == "error"
     return {"error": props.error, "hint": props.error_hint}
 
 
 def scenario_wrong_protocol_version():
     props = _run_fake_backend_to_its_end(
-        "import json, sys\nprint(json.dumps({'type': 'ready', 'version': 99, 'device': 'cpu', 'features': []}), flush=True)\nsys.stdin.read()\n")
+        "import json, sys\n"
+        "print(json.dumps({'type': 'ready', 'version': 99, 'device': 'cpu', 'features': []}), flush=True)\nsys.stdin.read()\n")
     return {"error": props.error, "hint": props.error_hint}
 
 
 def scenario_mute_backend_is_reported_and_cancel_kills_it():
     import bpy
+
     from in_blender import install_extension, process_gone, pump_until
 
     addon = install_extension()
@@ -127,6 +133,7 @@ def scenario_blend_saved_and_reopened():
     from pathlib import Path
 
     import bpy
+
     from in_blender import install_extension
 
     addon = install_extension()

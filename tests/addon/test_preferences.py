@@ -9,6 +9,7 @@ def scenario_test_backend_and_installer():
     import sys
 
     import bpy
+
     from in_blender import install_extension, pump_until
 
     addon = install_extension()
@@ -22,7 +23,8 @@ def scenario_test_backend_and_installer():
     assert commands[0][1][-1] == str(prefs.venv_dir()) and "torch>=2.1" in commands[-1][1]
     assert str(prefs.venv_dir()).startswith(bpy.utils.extension_path_user(addon.__name__))
     statuses = []
-    steps = [("say hello", [sys.executable, "-c", "print('hello')"]), ("fail", [sys.executable, "-c", "print('boom'); raise SystemExit(3)"])]
+    steps = [("say hello", [sys.executable, "-c", "print('hello')"]),
+             ("fail", [sys.executable, "-c", "print('boom'); raise SystemExit(3)"])]
     assert installer.start(steps, statuses.append) and not installer.start(steps, statuses.append)
     pump_until(installer, lambda: not installer.running(), timeout=30)
     failed = statuses[-1]

@@ -22,7 +22,8 @@ def _start_server(folder: Path) -> tuple[subprocess.Popen, int]:
     (folder / "token").write_text(TOKEN)
     (folder / "token").chmod(0o600)
     proc = subprocess.Popen([os.environ["DREAMTIME_BACKEND_PYTHON"], "-m", "backend", "serve", "--listen", "127.0.0.1:0",
-                             "--token-file", str(folder / "token")], cwd=REPO, stdout=subprocess.PIPE, stderr=open(folder / "server.log", "wb"))
+                             "--token-file", str(folder / "token")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=open(folder / "server.log", "wb"))
     line = proc.stdout.readline().decode()
     assert line.startswith("listening on"), (line, (folder / "server.log").read_text())
     return proc, int(line.rsplit(":", 1)[1])
@@ -35,6 +36,7 @@ def _sha256(path) -> str:
 # ---------------------------------------------------------------------- scenarios (run in Blender)
 def scenario_remote_generate_drop_and_reconnect():
     import bpy
+
     from in_blender import install_extension, pump_until, tiny_run
 
     tmp = Path(os.environ["DREAMTIME_TEST_TMP"])
@@ -70,7 +72,8 @@ def scenario_remote_generate_drop_and_reconnect():
         (server_mesh,) = (tmp / "runs").glob("*/mesh.glb")
         cache = prefs.remote_cache_dir()
         after = {"steps": props.step, "mesh_in_cache": Path(props.mesh_path).is_relative_to(cache),
-                 "same_bytes": _sha256(props.mesh_path) == _sha256(server_mesh), "preview_in_cache": Path(props.preview_path).is_relative_to(cache),
+                 "same_bytes": _sha256(props.mesh_path) == _sha256(server_mesh),
+                 "preview_in_cache": Path(props.preview_path).is_relative_to(cache),
                  "faces": len(bpy.data.objects["a red torus"].data.polygons), "history_mesh": props.history[0].mesh_path == props.mesh_path,
                  "preview_size": list(bpy.data.images["DreamTime Preview"].size), "history": len(props.history)}
         client.stop_all()

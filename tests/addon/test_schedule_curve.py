@@ -12,6 +12,7 @@ def scenario_curve():
     import time
 
     import bpy
+
     from in_blender import install_extension
 
     addon = install_extension()

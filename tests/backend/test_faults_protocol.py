@@ -15,6 +15,7 @@ from backend.config import ConfigError, GenerationConfig
 from backend.protocol import ProtocolError
 from backend.serve.lines import parse_request
 from backend.serve.server import Server, build_config
+
 from test_trainer import tiny_config
 
 FIELDS = [f.name for f in dataclasses.fields(GenerationConfig)]

@@ -19,6 +19,7 @@ from backend import cli
 from backend.config import GenerationConfig
 from backend.serve.server import Server
 from backend.trainer import Trainer
+
 from test_trainer import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +95,8 @@ def test_sigkill_leaves_only_complete_files_and_resume_reaches_the_same_step_cou
 # ---------------------------------------------------------------------- SIGINT and cancel
 def test_sigint_mid_run_writes_the_mesh_of_the_current_state(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_cli("--steps", "5000", "--preview-every", "2", "--checkpoint-every", "0", "--run-dir", str(run_dir), stderr=subprocess.PIPE)
+    proc = start_cli("--steps", "5000", "--preview-every", "2", "--checkpoint-every", "0", "--run-dir", str(run_dir),
+                     stderr=subprocess.PIPE)
     try:
         wait_for(lambda: any((run_dir / "previews").glob("*.png")), proc)
         proc.send_signal(signal.SIGINT)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.metrics import PSNR_CAP_DB, psnr, relative_chamfer, ring_quality, target_surface_points
 from backend.guidance.targets import targets_from_prompt
+from backend.metrics import PSNR_CAP_DB, psnr, relative_chamfer, ring_quality, target_surface_points
 
 
 def test_psnr_values():

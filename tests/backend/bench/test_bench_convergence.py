@@ -63,9 +63,10 @@ def test_every_suite_entry_reads_as_analytic_targets(tmp_path):
 
 
 def test_set_overrides_are_typed_like_the_config_fields():
+    import pytest
+
     from backend.bench.convergence import parse_overrides
     from backend.config import ConfigError
-    import pytest
 
     assert parse_overrides(["resolution=16", "use_w_d=false", "lr=0.1", "extra={\"a\": 1}"]) == {
         "resolution": 16, "use_w_d": False, "lr": 0.1, "extra": {"a": 1}}

@@ -10,8 +10,8 @@ from PIL import Image
 
 from backend import cli
 from backend.cluster import batch
-from backend.config import ConfigError
 from backend.cluster.contact_sheet import CAPTION, CELL, contact_sheet
+from backend.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_FLAGS = [
@@ -47,7 +47,8 @@ def test_bad_prompts_files_say_why(tmp_path, name, content, words):
 
 def test_jobs_seeds_and_values(tmp_path):
     jobs = batch.make_jobs([("a red torus", {}), ("a blue cube", {"steps": 5})], seeds=2, first_seed=7)
-    assert [(j.index, j.prompt, j.seed) for j in jobs] == [(0, "a red torus", 7), (1, "a red torus", 8), (2, "a blue cube", 7), (3, "a blue cube", 8)]
+    expected = [(0, "a red torus", 7), (1, "a red torus", 8), (2, "a blue cube", 7), (3, "a blue cube", 8)]
+    assert [(j.index, j.prompt, j.seed) for j in jobs] == expected
     values = batch.job_values(jobs[3], {"steps": 100, "guidance": "analytic"}, tmp_path)
     assert values["steps"] == 5 and values["seed"] == 8 and values["run_dir"] == str(tmp_path / "003-a-blue-cube-s8")
     with pytest.raises(ConfigError, match="m2"):

@@ -8,7 +8,9 @@ import torch
 from backend import cli
 from backend.cameras import make_cameras
 from backend.config import ConfigError, GenerationConfig
+from backend.errors import TrainingError
 from backend.guidance import View
+from backend.guidance.make_model import make_model
 from backend.guidance.stable_diffusion import (
     build_sd_guidance,
     eps_from_prediction,
@@ -16,9 +18,7 @@ from backend.guidance.stable_diffusion import (
     resolve_model_folder,
     view_suffix,
 )
-from backend.guidance.make_model import make_model
 from backend.renderer import RenderSettings
-from backend.errors import TrainingError
 from backend.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -41,7 +41,8 @@ def guidance(tiny_model):
 
 def cameras_at(elevations, azimuths):
     n = len(elevations)
-    return make_cameras(torch.tensor(elevations, dtype=torch.float32), torch.tensor(azimuths, dtype=torch.float32), torch.full((n,), 2.4), torch.full((n,), 45.0))
+    return make_cameras(torch.tensor(elevations, dtype=torch.float32), torch.tensor(azimuths, dtype=torch.float32), torch.full((n,), 2.4),
+                        torch.full((n,), 45.0))
 
 
 # ---------------------------------------------------------------------- loading
@@ -59,7 +60,8 @@ def test_local_folder_goes_through_local_files_only(tiny_model, monkeypatch):
 
         monkeypatch.setattr(cls, "from_pretrained", classmethod(recording))
     build_sd_guidance(sd_config(tiny_model), CPU)
-    assert sorted(name for name, _ in calls) == sorted(["UNet2DConditionModel", "AutoencoderKL", "DDPMScheduler", "CLIPTextModel", "CLIPTokenizer"])
+    expected = ["UNet2DConditionModel", "AutoencoderKL", "DDPMScheduler", "CLIPTextModel", "CLIPTokenizer"]
+    assert sorted(name for name, _ in calls) == sorted(expected)
     assert all(kwargs.get("local_files_only") is True for _, kwargs in calls), calls
 
 
@@ -231,7 +233,8 @@ def test_generate_sd_20_steps_writes_previews_and_mesh(tiny_model, tmp_path, cap
     # (generate has no --dense-resolution flag).
     monkeypatch.setattr(cli, "preset_for", lambda device: {**CPU_PRESET, "dense_resolution": 32})
     run_dir = tmp_path / "run"
-    argv = ["generate", "a red cube", "--guidance", "sd", "--model", str(tiny_model), "--device", "cpu", "--resolution", "32", "--steps", "20"]
+    argv = ["generate", "a red cube", "--guidance", "sd", "--model", str(tiny_model), "--device", "cpu", "--resolution", "32", "--steps",
+            "20"]
     argv += ["--preview-every", "10", "--mesh-resolution", "48", "--encoding", "dense", "--samples-per-ray", "16"]
     argv += ["--preview-resolution", "32", "--run-dir", str(run_dir), "--quiet"]
     assert cli.main(argv) == 0

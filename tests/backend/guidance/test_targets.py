@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from backend.cameras import evaluation_ring
-from backend.renderer import RenderSettings
 from backend.guidance.target_volumes import TargetSet
 from backend.guidance.targets import COLORS, SHAPES, TargetError, library, load_targets, targets_from_file, targets_from_prompt
+from backend.renderer import RenderSettings
 
 
 def test_a_colour_and_a_shape_is_one_target():

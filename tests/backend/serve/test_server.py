@@ -175,7 +175,7 @@ def test_extract_uses_the_trainer_hook_when_there_is_one():
     """extract -> trainer.request_extract() between steps; without that hook, an 'unsupported' error."""
     import io
 
-    from backend.serve.server import Server, ServedRun
+    from backend.serve.server import ServedRun, Server
 
     class Hooked:
         requests = 0
