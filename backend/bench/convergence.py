@@ -3,7 +3,7 @@
 Every schedule variant × suite entry × seed is one normal training run (backend.trainer.Trainer)
 with everything else identical: the same seed gives the same initialization, cameras, shading
 and diffusion noise at every step, so runs differ only in t(i). Every `eval_every` steps the
-field's evaluation ring is scored against the targets (bench_metrics); at the end the run's own
+field's evaluation ring is scored against the targets (metrics.py); at the end the run's own
 metrics add the final quality and the mesh's Chamfer error. Results go to `bench.json` and plots.
 
 Runs are independent processes' work (`--jobs`); each run folder keeps `bench_run.json`, and a

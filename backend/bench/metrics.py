@@ -1,6 +1,6 @@
 """The numbers `bench convergence` reports (docs/ARCHITECTURE.md §7, §8), from per-run results.
 
-A run's result (bench_convergence.run_one) holds its quality curve: `eval_steps` and `psnr` at
+A run's result (convergence.run_one) holds its quality curve: `eval_steps` and `psnr` at
 each evaluation, and the final `quality` (PSNR, best target k*, consistency) and `chamfer_rel`.
 
 steps-to-quality  the first evaluated step whose PSNR is at or above a threshold (None: never).

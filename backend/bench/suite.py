@@ -8,7 +8,7 @@ Three kinds of entry:
   controls        one target: the schedules' speed and accuracy without any choice to make.
 
 An entry is a prompt the analytic prior reads, or a targets dict in the JSON format of
-backend/targets.py (written to a file in the bench folder so each run reads it like `--targets`).
+backend/guidance/targets.py (written to a file in the bench folder so each run reads it like `--targets`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""backend/trainer.py on tiny CPU runs with the analytic prior."""
+"""backend/trainer.py (with checkpoint.py and artifacts.py) on tiny CPU runs with the analytic prior."""
 
 import json
 import threading

@@ -1,4 +1,4 @@
-"""backend/bench_metrics.py on hand-made runs."""
+"""backend/bench/metrics.py on hand-made runs."""
 
 import math
 

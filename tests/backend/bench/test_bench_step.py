@@ -1,4 +1,4 @@
-"""backend/bench_step.py: `bench step` prints one JSON object with the step, its floor and their ratio."""
+"""backend/bench/step.py: `bench step` prints one JSON object with the step, its floor and their ratio."""
 
 import json
 

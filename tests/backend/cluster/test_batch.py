@@ -1,4 +1,4 @@
-"""backend/batch.py and contact_sheet.py: prompts files, jobs, and whole batches on a local Ray (issue 7)."""
+"""backend/cluster/batch.py and contact_sheet.py: prompts files, jobs, and whole batches on a local Ray (issue 7)."""
 
 import ast
 import json

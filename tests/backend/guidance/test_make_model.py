@@ -1,4 +1,4 @@
-"""backend/make_model.py: random-weight SD folders that diffusers loads as it loads a real one."""
+"""backend/guidance/make_model.py: random-weight SD folders that diffusers loads as it loads a real one."""
 
 import json
 import time

@@ -1,4 +1,4 @@
-"""backend/targets.py and target_volumes.py: the prompt vocabulary, JSON files, SDFs, voxel renders."""
+"""backend/guidance/targets.py and target_volumes.py: the prompt vocabulary, JSON files, SDFs, voxel renders."""
 
 import json
 

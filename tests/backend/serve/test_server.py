@@ -1,4 +1,4 @@
-"""backend/server.py through a real `python -m backend serve` subprocess, as the add-on drives it."""
+"""backend/serve/server.py (and lines.py) through a real `python -m backend serve` subprocess, as the add-on drives it."""
 
 import json
 import queue

@@ -1,4 +1,4 @@
-"""backend/tcp_server.py through a real `python -m backend serve --listen` subprocess (issue 7)."""
+"""backend/serve/tcp_server.py through a real `python -m backend serve --listen` subprocess (issue 7)."""
 
 import base64
 import hashlib
