@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the add-on's backend: protocol JSON lines on stdin/stdout, or over TCP")
     serve.add_argument("--listen", metavar="HOST:PORT", help="serve over TCP instead (e.g. 127.0.0.1:7841; port 0: any free one)")
     serve.add_argument("--token-file", metavar="F", help="clients must send this file's token (made if missing); needed off loopback")
+    remote = serve.add_argument_group("what TCP clients may do (serve --listen; the stdio channel keeps each request's own paths)")
+    remote.add_argument("--out", metavar="ROOT", help="every run folder is a new child of ROOT (default: runs/ in the working directory)")
+    remote.add_argument("--models", metavar="DIR", action="append", default=[],
+                        help="clients may name the model folders under DIR (repeatable); hub ids are always allowed")
+    remote.add_argument("--allow-pickle-weights", action="store_true", help="also load PyTorch pickle weights (.bin), not only safetensors")
+    remote.add_argument("--idle-timeout", metavar="S", type=float, default=None,
+                        help="close a client that sends nothing for S seconds (600)")
+    remote.add_argument("--max-file-mib", metavar="N", type=float, default=None,
+                        help="largest preview or mesh sent over the connection, in MiB (256)")
 
     from .cluster.batch import add_arguments as add_batch_arguments
 
@@ -177,13 +186,20 @@ def run_schedule(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    remote_only = {"--out": args.out, "--models": args.models, "--allow-pickle-weights": args.allow_pickle_weights,
+                   "--idle-timeout": args.idle_timeout, "--max-file-mib": args.max_file_mib}
     if args.listen is None and args.token_file is None:
+        given = [flag for flag, value in remote_only.items() if value not in (None, False, [])]
+        if given:
+            return fail(f"{', '.join(given)}: for serve --listen only (on stdio each request names its own output folder and model)", 2)
         from .serve.server import main as serve
 
         return serve()
-    from .serve.tcp_server import main as serve_tcp
+    from .serve.tcp_server import IDLE_SECONDS, main as serve_tcp
 
-    return serve_tcp(args.listen or f"127.0.0.1:{protocol.DEFAULT_PORT}", args.token_file)
+    return serve_tcp(args.listen or f"127.0.0.1:{protocol.DEFAULT_PORT}", args.token_file, args.out, args.models, args.allow_pickle_weights,
+                     IDLE_SECONDS if args.idle_timeout is None else args.idle_timeout,
+                     protocol.MAX_FILE_BYTES / 2**20 if args.max_file_mib is None else args.max_file_mib)
 
 
 def run_batch(args: argparse.Namespace) -> int:

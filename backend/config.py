@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,13 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "fp16")
 EXPORT_FORMATS = ("glb", "ply", "obj")
 BACKGROUNDS = ("random", "white", "black", "learned")
+WEIGHT_FILES = ("any", "safetensors")
+MAX_TARGETS = 64  # analytic targets given as data: at most this many, each of at most MAX_TARGET_PARTS parts
+MAX_TARGET_PARTS = 64
 MAX_PROMPT_CHARS = 20_000  # long prompts are fine (SD reads 77 tokens, folder names are cut); this bounds config.json
 MAX_SEED = 2**32 - 1
+HUB_PREFIX = "hub:"  # a `model` of "hub:ORG/NAME" is a Hugging Face Hub id even where a local folder has that name
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")  # what a `model` hub id looks like
 T = NUM_TRAIN_TIMESTEPS
 
 # The allowed values of each text field that is a choice.
@@ -40,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "background": BACKGROUNDS,
     "device": DEVICES,
     "precision": PRECISIONS,
+    "weights": WEIGHT_FILES,
 }
 # (lowest, highest) allowed value of each numeric field; integers where the field is an int.
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -109,8 +116,9 @@ class GenerationConfig:
 
     # Guidance (docs/ARCHITECTURE.md §4.5, §5)
     guidance: str = "auto"  # analytic | sd | auto (sd with CUDA, else analytic)
-    model: str = "stabilityai/stable-diffusion-2-1-base"  # hub id or local diffusers folder (sd)
-    targets: str = ""  # JSON file of analytic targets; empty: read them from the prompt
+    model: str = "stabilityai/stable-diffusion-2-1-base"  # hub id (hub:ID: never a local folder) or local diffusers folder (sd)
+    weights: str = "any"  # sd weight files: any (safetensors, else PyTorch pickles) | safetensors (never unpickle)
+    targets: str | dict | list = ""  # analytic targets: a JSON file, or its object itself (see targets.py); empty: from the prompt
     guidance_scale: float = -1.0  # CFG scale; negative: the guidance's default (sd 100, analytic 1)
     low_vram: bool = False  # sd: model CPU offload and attention slicing for small cards
 
@@ -184,6 +192,8 @@ class GenerationConfig:
         _choice(self, "guidance")
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError("model", "must name a hub id or a local folder")
+        _choice(self, "weights")
+        _targets(self.targets)
         if self.guidance_scale != -1.0:
             _number(self, "guidance_scale", "must be between 0 and 1000 (or -1 for the default)")
         _choice(self, "encoding")
@@ -293,6 +303,22 @@ def _number(cfg: GenerationConfig, name: str, message: str = "") -> None:
     value = getattr(cfg, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
         raise ConfigError(name, f"{message or f'must be a number from {low:g} to {high:g}'}, got {value!r}")
+
+
+def _targets(value: Any) -> None:
+    """A file path, or the targets themselves: {"targets": [...]} or the list (each entry's shapes and
+    colours are checked where they are read, backend/guidance/targets.py)."""
+    if isinstance(value, str):
+        return
+    entries = value.get("targets") if isinstance(value, dict) else value
+    if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError("targets", 'must be a JSON file\'s path, or {"targets": [...]} / a list of target objects, none empty')
+    if len(entries) > MAX_TARGETS:
+        raise ConfigError("targets", f"{len(entries)} targets; at most {MAX_TARGETS}")
+    for index, entry in enumerate(entries):
+        parts = entry.get("parts")
+        if isinstance(parts, list) and len(parts) > MAX_TARGET_PARTS:
+            raise ConfigError("targets", f"targets[{index}] has {len(parts)} parts; at most {MAX_TARGET_PARTS}")
 
 
 def _choice(cfg: GenerationConfig, name: str) -> None:

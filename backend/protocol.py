@@ -126,17 +126,19 @@ def auth(token: str) -> dict[str, Any]:
     return {"type": AUTH, "token": token}
 
 
-def with_file_data(event: dict[str, Any]) -> dict[str, Any]:
-    """A preview or mesh event plus its file's bytes (`data`: base64, `sha256`: hex), or `data_error`."""
+def with_file_data(event: dict[str, Any], max_bytes: int = MAX_FILE_BYTES) -> dict[str, Any]:
+    """A preview or mesh event plus its file's bytes (`data`: base64, `sha256`: hex), or `data_error`
+    (unreadable, or larger than `max_bytes`)."""
     if event.get("type") not in FILE_EVENTS:
         return event
     try:
         with open(event["path"], "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = handle.read(max_bytes + 1)
     except OSError as exc:
         return {**event, "data_error": f"unreadable on the backend: {exc}"}
-    if len(data) > MAX_FILE_BYTES:
-        return {**event, "data_error": f"larger than {MAX_FILE_BYTES >> 20} MiB; copy it from the backend's disk"}
+    if len(data) > max_bytes:
+        return {**event, "data_error": f"the {event['type']} file is larger than the {max_bytes / 2**20:g} MiB this backend sends "
+                                       "over the connection (serve --max-file-mib); copy it from the backend's disk"}
     return {**event, "data": base64.b64encode(data).decode("ascii"), "sha256": hashlib.sha256(data).hexdigest()}
 
 

@@ -26,9 +26,14 @@ def preflight(config: GenerationConfig) -> None:
     config.validate()
     kind = resolve_guidance(config, resolve_device(config.device))
     if kind == "analytic":
-        from .guidance.targets import load_targets
+        from .guidance.targets import TargetError, load_targets
 
-        load_targets(config.prompt, config.targets)  # raises TargetError naming unknown words
+        try:
+            load_targets(config.prompt, config.targets)  # raises TargetError naming unknown words
+        except TargetError as exc:
+            if config.targets:  # the targets, not the prompt, are what to fix
+                raise ConfigError("targets", str(exc)) from None
+            raise
     elif kind == "sd":
         from .guidance.stable_diffusion import check_layout, resolve_model_folder
 

@@ -14,7 +14,10 @@ renderer carry it back to the field. The scheduler's `alphas_cumprod` is the one
 w(t) and behind the TP-SDS schedule's W_d.
 
 Loading: a local folder is read with `local_files_only=True`; a hub id is looked up in the local
-Hugging Face cache first and downloaded (once) only when it is not there. Every failure — missing
+Hugging Face cache first and downloaded (once) only when it is not there; `hub:ID` is a hub id
+even where a local folder has that name (what a remote client's model becomes, serve/remote_policy.py).
+With `weights="safetensors"` only safetensors files load (diffusers' and transformers'
+`use_safetensors=True`): a model that has only PyTorch pickles (`.bin`, unpickled on load) is refused. Every failure — missing
 folder, wrong layout, no network, unreadable weights — ends in one `TrainingError(code, message,
 hint)` (backend/errors.py), never a stack trace.
 
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import Cameras
+from ..config import HUB_ID, HUB_PREFIX
 from ..errors import TrainingError
 from . import View, classifier_free_guidance, sds_latent_target_loss
 
@@ -52,7 +55,7 @@ OVERHEAD_ELEVATION = 60.0  # degrees; above it the view is "overhead" (DreamFusi
 FRONT_AZIMUTH = 45.0  # |azimuth| below it: "front"
 BACK_AZIMUTH = 135.0  # |azimuth| above it: "back"; in between: "side"
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+NETWORKS = ("unet", "vae", "text_encoder")  # the subfolders with weight files
 LAYOUT_HINT = (
     "Point --model at a diffusers Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, "
     "tokenizer/, scheduler/: what save_pretrained or `python -m backend make-model` writes) or a hub id."
@@ -111,6 +114,11 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 def resolve_model_folder(model: str) -> Path:
     """The local diffusers folder for `model`: the folder itself, or a hub id's snapshot in the
     Hugging Face cache (downloaded into it once, only if it is not cached and the hub is online)."""
+    if model.startswith(HUB_PREFIX):
+        model_id = model[len(HUB_PREFIX):]
+        if not HUB_ID.match(model_id):
+            raise _error("model_not_found", f"{model_id!r} is not a hub id (ORG/NAME)", LAYOUT_HINT)
+        return _hub_snapshot(model_id)
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -168,8 +176,10 @@ def check_layout(folder: Path) -> None:
         raise _error("model_layout", f"{folder} is not a complete Stable Diffusion folder: it lacks {', '.join(missing)}", LAYOUT_HINT)
 
 
-def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch.float32) -> StableDiffusionParts:
-    """Each component from `folder`, with local_files_only=True: what a user's model goes through."""
+def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch.float32,
+               safetensors_only: bool = False) -> StableDiffusionParts:
+    """Each component from `folder`, with local_files_only=True: what a user's model goes through.
+    `safetensors_only`: the networks' weights from safetensors files only, never a pickle."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as hf_logging
@@ -177,12 +187,16 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
     check_layout(folder)
     # Without accelerate, diffusers builds the model then loads the weights (and warns that it does).
     fast_init = {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
+    safe = {"use_safetensors": True} if safetensors_only else {}
     loaders = {
         "unet": lambda: UNet2DConditionModel.from_pretrained(
-            folder, subfolder="unet", torch_dtype=dtype, local_files_only=True, **fast_init
+            folder, subfolder="unet", torch_dtype=dtype, local_files_only=True, **fast_init, **safe
         ),
-        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True, **fast_init),
-        "text_encoder": lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=text_dtype, local_files_only=True),
+        "vae": lambda: AutoencoderKL.from_pretrained(
+            folder, subfolder="vae", torch_dtype=dtype, local_files_only=True, **fast_init, **safe
+        ),
+        "text_encoder": lambda: CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=text_dtype, local_files_only=True,
+                                                              **safe),
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True),
         "scheduler": lambda: DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True),
     }
@@ -191,6 +205,13 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
     hf_logging.disable_progress_bar()  # a per-tensor "Loading weights" bar would break the CLI's progress bar
     try:
         for name, load in loaders.items():
+            if safe and name in NETWORKS and not any((folder / name).glob("*.safetensors")):
+                raise _error(
+                    "model_weights",
+                    f"the {name} of {folder} has no safetensors weights, and this backend loads no others (PyTorch pickles run code)",
+                    "Save the model again with save_pretrained (it writes safetensors), or, if you trust its files, "
+                    "start the server with --allow-pickle-weights.",
+                )
             try:
                 parts[name] = load()
             except Exception as exc:  # truncated safetensors, a foreign config, a missing file, ...
@@ -226,7 +247,8 @@ def build_sd_guidance(config, device: torch.device) -> "StableDiffusionGuidance"
     """The `sd` guidance of a GenerationConfig (model, prompts, scale, precision, low_vram)."""
     dtype = resolve_dtype(config.precision, device)
     text_on_cpu = config.low_vram or device.type != "cuda"
-    parts = load_parts(resolve_model_folder(config.model), dtype, torch.float32 if text_on_cpu else dtype)
+    parts = load_parts(resolve_model_folder(config.model), dtype, torch.float32 if text_on_cpu else dtype,
+                       safetensors_only=config.weights == "safetensors")
     scale = DEFAULT_GUIDANCE_SCALE if config.guidance_scale < 0 else config.guidance_scale
     return StableDiffusionGuidance(
         parts, config.prompt, config.negative_prompt, scale, device, dtype, grad_clip=config.extra.get("grad_clip"),

@@ -1,10 +1,10 @@
-"""The analytic prior's objects: coloured primitives named by prompt words, or a JSON file of them.
+"""The analytic prior's objects: coloured primitives named by prompt words, or a JSON object of them.
 
 A target is a union of parts; each part is a primitive (signed distance function) with a colour,
 centre, scale and rotation. Prompts name targets: "a red torus" is one target, "a torus" is the
 torus in every library colour (K modes), "a red torus or a blue cube" is two.
 
-JSON (`--targets FILE`):
+JSON (`--targets FILE`, or the config's `targets` holding the object itself, as a remote client sends it):
     {"targets": [{"name": "cone up", "weight": 1.0,
                   "parts": [{"shape": "cone", "color": "red" | [r, g, b],
                              "center": [x, y, z], "scale": s | [sx, sy, sz],
@@ -194,9 +194,16 @@ def targets_from_file(path: str | Path) -> list[Target]:
         raise TargetError(f"targets file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TargetError(f"targets file {str(path)!r} is not readable JSON: {exc}") from None
-    entries = data.get("targets") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
+    if not isinstance(data, dict):
         raise TargetError('targets file must hold {"targets": [...]} with at least one target')
+    return targets_from_data(data)
+
+
+def targets_from_data(data: dict | list) -> list[Target]:
+    """Targets from the JSON object itself ({"targets": [...]}) or its list."""
+    entries = data.get("targets") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise TargetError('targets must be {"targets": [...]} with at least one target')
     return [_target_from_json(entry, index) for index, entry in enumerate(entries)]
 
 
@@ -230,5 +237,8 @@ def _part_from_json(part: dict, where: str) -> Part:
     return Part(part["shape"], *(tuple(float(v) for v in values[k]) for k in ("color", "center", "scale", "rotation")))
 
 
-def load_targets(prompt: str, targets_file: str = "") -> list[Target]:
-    return targets_from_file(targets_file) if targets_file else targets_from_prompt(prompt)
+def load_targets(prompt: str, targets: str | dict | list = "") -> list[Target]:
+    """The config's targets (a file path, or the object itself), else the prompt's."""
+    if isinstance(targets, (dict, list)):
+        return targets_from_data(targets)
+    return targets_from_file(targets) if targets else targets_from_prompt(prompt)

@@ -100,8 +100,11 @@ class TextTransport:
 
 
 class Server:
-    def __init__(self, out: TextIO | None, device: str):
-        """`out`: the stream events go to (stdout); None until a transport is attached (TCP)."""
+    def __init__(self, out: TextIO | None, device: str, policy: Any = None):
+        """`out`: the stream events go to (stdout); None until a transport is attached (TCP).
+        `policy`: what remote clients may ask (remote_policy.RemotePolicy), applied to each request's
+        config; None on stdio, where the config's own paths are kept."""
+        self.policy = policy
         self._out_lock = threading.Lock()
         self.transport = None if out is None else TextTransport(out)  # anything with write(event)
         self.device = device
@@ -196,7 +199,7 @@ class Server:
             self.error(run_id, "busy", f"run {self.run.id!r} is still running", "Cancel it or wait for its done event.")
             return
         try:
-            config = build_config(values)
+            config = build_config(values if self.policy is None else self.policy.apply(values))
             run_dir = config.run_dir or new_run_dir(config.out, config.prompt, config.seed)
             stop = threading.Event()
             trainer = Trainer(config, run_dir, on_event=lambda event: self._run_event(run_id, event), stop=stop, run_id=run_id)

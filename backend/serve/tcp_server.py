@@ -9,6 +9,11 @@ meshes in them: protocol.with_file_data), so a slow or vanished client never blo
 disconnects leaves the run going: connect again and send `attach {id}` for its latest progress,
 preview and mesh, and its end. `shutdown` from a client closes only its own connection;
 SIGINT/SIGTERM stop the server (the run is cancelled and writes its mesh first).
+
+What a client may ask and what it is shown is remote_policy.py's: run folders only under the
+output root (`--out`), targets as data, models from the hub or the operator's `--models` roots,
+no server path in any event. A client that sends nothing for `--idle-timeout` seconds gets an
+`error` (code "idle") and is closed (the run goes on); the add-on pings to stay attached.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from .. import protocol
 from .lines import EOF, read_lines
+from .remote_policy import RemotePolicy
 from .server import Server, event_line
 
 log = logging.getLogger("dreamtime.server")
@@ -39,6 +45,8 @@ MAX_HANDSHAKES = 16  # connections authenticating at once; more are closed at on
 MAX_QUEUED_EVENTS = 20_000  # events waiting for a client that does not read: it is dropped
 MIN_TOKEN_CHARS = 16
 KEEPALIVE_SECONDS = 20  # a silently vanished peer is noticed within about 2x this
+IDLE_SECONDS = 600.0  # an attached client that sends nothing for this long is closed (serve --idle-timeout)
+FLUSH_SECONDS = 5.0  # a last event (idle) waits this long to go out before the connection closes
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -85,10 +93,12 @@ def read_token(path: str | os.PathLike) -> str:
 
 
 class Connection:
-    """The attached client's side of the Server's output: `write(event)` queues, a thread sends."""
+    """The attached client's side of the Server's output: `write(event)` queues, a thread sends
+    each as `outgoing(event)` makes it (remote_policy: file bytes in, server paths out)."""
 
-    def __init__(self, sock: socket.socket, address: str):
+    def __init__(self, sock: socket.socket, address: str, outgoing: Any = None):
         self.sock, self.address, self.since = sock, address, time.time()
+        self.outgoing = outgoing or protocol.with_file_data
         self._events: queue.Queue = queue.Queue()
         self.closed = False
         threading.Thread(target=self._send_loop, name=f"send-{address}", daemon=True).start()
@@ -104,11 +114,20 @@ class Connection:
 
     def _send_loop(self) -> None:
         while (event := self._events.get()) is not None:
+            if isinstance(event, threading.Event):  # flush(): everything queued before it is sent
+                event.set()
+                continue
             try:
-                self.sock.sendall(event_line(protocol.with_file_data(event)).encode("utf-8"))
+                self.sock.sendall(event_line(self.outgoing(event)).encode("utf-8"))
             except OSError:
                 self.close()
                 return
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> None:
+        """Wait (at most `timeout`) until the events queued so far are sent."""
+        sent = threading.Event()
+        self._events.put(sent)
+        sent.wait(timeout)
 
     def close(self) -> None:
         """Hang up: the reader sees EOF, the writer stops. Idempotent, from any thread."""
@@ -124,8 +143,8 @@ class Connection:
 class TcpServer:
     """Accepts connections, authenticates them, and feeds one Server from the attached client."""
 
-    def __init__(self, server: Server, listener: socket.socket, token: str | None):
-        self.server, self.listener, self.token = server, listener, token
+    def __init__(self, server: Server, listener: socket.socket, token: str | None, idle_seconds: float = IDLE_SECONDS):
+        self.server, self.listener, self.token, self.idle_seconds = server, listener, token, idle_seconds
         self.requests: queue.Queue = queue.Queue()
         self.client: Connection | None = None
         self._lock = threading.Lock()
@@ -187,7 +206,8 @@ class TcpServer:
         with self._lock:
             current = self.client
             if current is None:
-                self.client = Connection(sock, address)
+                policy = self.server.policy
+                self.client = Connection(sock, address, policy.outgoing if policy is not None else None)
                 return self.client
         since = time.strftime("%H:%M:%S", time.localtime(current.since))
         _refuse(sock, "busy", f"another client ({current.address}, since {since}) is connected to this backend",
@@ -208,7 +228,7 @@ class TcpServer:
     def _attached(self, client: Connection) -> None:
         """Feed the client's requests to the Server until it hangs up; the run is left going."""
         sock, address = client.sock, client.address
-        sock.settimeout(None)
+        sock.settimeout(self.idle_seconds)
         _keepalive(sock)
         log.info("client %s attached", address)
         self.server.attach(client)
@@ -219,8 +239,20 @@ class TcpServer:
             else:
                 self.requests.put(item)
 
+        def receive(size: int) -> bytes:
+            try:
+                return sock.recv(size)
+            except TimeoutError:
+                log.info("client %s sent nothing for %g s; closing its connection", address, self.idle_seconds)
+                client.write(protocol.error(None, "idle", f"no request for {self.idle_seconds:g} s: this backend closes idle "
+                                            "connections (serve --idle-timeout)",
+                                            "The run goes on there: Reconnect picks it up. The add-on's Keep Alive preference "
+                                            "pings the backend to stay connected."))
+                client.flush()
+                return b""
+
         try:
-            read_lines(sock.recv, put)
+            read_lines(receive, put)
         finally:
             self.server.detach(client)
             client.close()
@@ -266,13 +298,17 @@ def listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=8)
 
 
-def main(listen_at: str, token_file: str | None) -> int:
+def main(listen_at: str, token_file: str | None, out: str | None = None, models: list[str] = (), allow_pickle_weights: bool = False,
+         idle_timeout: float = IDLE_SECONDS, max_file_mib: float = protocol.MAX_FILE_BYTES / 2**20) -> int:
     """The `serve --listen` command: prints `listening on HOST:PORT` on stdout, then serves."""
     host, port = parse_listen(listen_at)
+    if not idle_timeout > 0:
+        raise ValueError(f"--idle-timeout: must be > 0 seconds, got {idle_timeout:g}")
+    policy = RemotePolicy.from_options(out, list(models), allow_pickle_weights, max_file_mib)
     token = read_token(token_file) if token_file else None
     if token is None and not is_loopback(host):
         raise ValueError(f"--listen {listen_at}: a non-loopback address needs --token-file; anyone who can reach "
-                         "the port could run generations and write files as you (or keep 127.0.0.1 and use an SSH tunnel)")
+                         "the port could run generations as you (or keep 127.0.0.1 and use an SSH tunnel)")
     if token is None:
         log.warning("no --token-file: any local user can connect to %s:%d", host, port)
     try:
@@ -281,7 +317,7 @@ def main(listen_at: str, token_file: str | None) -> int:
         raise ValueError(f"--listen {listen_at}: cannot listen there ({exc.strerror or exc})") from None
     from ..run_setup import resolve_device  # torch: only once the arguments are known to be good
 
-    tcp = TcpServer(Server(None, resolve_device("auto").type), listener, token)
+    tcp = TcpServer(Server(None, resolve_device("auto").type, policy), listener, token, idle_timeout)
     bound_host, bound_port = tcp.address
     print(f"listening on {bound_host}:{bound_port}", flush=True)
     os.dup2(2, 1)  # from here on stray prints go to stderr, as with stdio serve
@@ -289,5 +325,8 @@ def main(listen_at: str, token_file: str | None) -> int:
         signal.signal(sig, lambda *_: tcp.stop())
     log.info("DreamTime backend serving protocol %d on %s:%d (%s)", protocol.PROTOCOL_VERSION, bound_host, bound_port,
              "token required" if token else "no token")
+    log.info("run folders go under %s (--out); models: hub ids%s; weights: %s; idle clients closed after %g s; files up to %g MiB",
+             policy.out_root, "".join(f", folders under {root}" for root in policy.model_roots),
+             "safetensors or pickles" if allow_pickle_weights else "safetensors only", idle_timeout, policy.max_file_bytes / 2**20)
     return tcp.serve()
 

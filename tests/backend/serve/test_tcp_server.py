@@ -1,8 +1,10 @@
-"""backend/serve/tcp_server.py through a real `python -m backend serve --listen` subprocess (issue 7)."""
+"""backend/serve/tcp_server.py through a real `python -m backend serve --listen` subprocess (issue 7).
+What a remote client may do (remote_policy.py) is tested in test_remote_policy.py, with these helpers."""
 
 import base64
 import hashlib
 import json
+import os
 import queue
 import socket
 import subprocess
@@ -62,21 +64,34 @@ class Client:
         self.sock.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tcp")
+def start_server(folder: Path, *options: str) -> subprocess.Popen:
+    """`serve --listen 127.0.0.1:0` with a token, run in `folder/cwd` (so its default output root is
+    `folder/cwd/runs`); `.port`, `.log_path` and `.cwd` on the process."""
     (folder / "token").write_text(TOKEN + "\n")
     (folder / "token").chmod(0o600)
+    cwd = folder / "cwd"
+    cwd.mkdir()
     log = open(folder / "stderr.txt", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--listen", "127.0.0.1:0", "--token-file", str(folder / "token")],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=log)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--listen", "127.0.0.1:0", "--token-file", str(folder / "token"),
+                             *options], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log)
+    log.close()
     line = proc.stdout.readline().decode()
     assert line.startswith("listening on 127.0.0.1:"), (line, (folder / "stderr.txt").read_text())
-    proc.port, proc.log_path = int(line.rsplit(":", 1)[1]), folder / "stderr.txt"
-    yield proc
+    proc.port, proc.log_path, proc.cwd = int(line.rsplit(":", 1)[1]), folder / "stderr.txt", cwd
+    return proc
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     assert proc.wait(30) == 0
-    log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    proc = start_server(tmp_path_factory.mktemp("tcp"))
+    yield proc
+    stop_server(proc)
 
 
 def connect(port: int, timeout: float = 30.0) -> Client:
@@ -106,30 +121,34 @@ def test_wrong_or_missing_token_is_refused_before_any_request(server, tmp_path):
     assert client.next()["code"] == "unknown_run"
     client.close()
     time.sleep(0.5)
-    assert not run_dir.exists() and "sneaky" not in server.log_path.read_text()
+    mentions = [line for line in server.log_path.read_text().splitlines() if "sneaky" in line]
+    assert not run_dir.exists() and mentions and all("error unknown_run" in line for line in mentions), mentions  # only the attach
 
 
-def test_generation_over_tcp_delivers_previews_and_mesh_bytes(server, tmp_path):
+def test_generation_over_tcp_delivers_previews_and_mesh_bytes(server):
     client = connect(server.port)
-    run_dir = tmp_path / "run"
-    client.send("generate", id="t1", config={**TINY, "run_dir": str(run_dir)})
+    client.send("generate", id="t1", config=TINY)
     events = client.until("done")
     client.close()
+    root = server.cwd / "runs"  # no --out: runs/ in the server's working directory, said at start-up
+    assert f"run folders go under {root}" in server.log_path.read_text()
+    run_dir = root / events[-1]["outputs"]["run_dir"]  # paths in events are relative to the output root
+    assert run_dir.parent == root and (run_dir / "config.json").is_file()
     previews = [e for e in events if e["type"] == "preview"]
     assert len(previews) >= 4
     for event in previews:  # each preview's bytes as written then (the file may since be the same)
         data = protocol.file_data(event)
-        assert data.startswith(b"\x89PNG") and data == Path(event["path"]).read_bytes()
+        assert data.startswith(b"\x89PNG") and data == (root / event["path"]).read_bytes()
     (mesh,) = [e for e in events if e["type"] == "mesh"]
     on_disk = (run_dir / "mesh.glb").read_bytes()
     assert mesh["sha256"] == hashlib.sha256(on_disk).hexdigest() and protocol.file_data(mesh) == on_disk
     assert events[-1]["outputs"]["steps_done"] == TINY["steps"]
 
 
-def test_busy_second_client_and_reattach_after_a_drop(server, tmp_path):
+def test_busy_second_client_and_reattach_after_a_drop(server):
     first = connect(server.port)
     steps = 120
-    first.send("generate", id="long", config={**TINY, "steps": steps, "preview_every": 10, "run_dir": str(tmp_path / "run")})
+    first.send("generate", id="long", config={**TINY, "steps": steps, "preview_every": 10})
     assert first.until("preview")[-1]["step"] == 10
     second = Client(server.port)
     event = second.next()
@@ -149,7 +168,8 @@ def test_busy_second_client_and_reattach_after_a_drop(server, tmp_path):
     late.send("attach", id="long")
     replay = [late.next() for _ in range(4)]
     assert [e["type"] for e in replay] == ["progress", "preview", "mesh", "done"]
-    assert protocol.file_data(replay[2]) == protocol.file_data(mesh) == (tmp_path / "run" / "mesh.glb").read_bytes()
+    run_dir = server.cwd / "runs" / replay[3]["outputs"]["run_dir"]
+    assert protocol.file_data(replay[2]) == protocol.file_data(mesh) == (run_dir / "mesh.glb").read_bytes()
     late.close()
 
 
