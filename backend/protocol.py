@@ -137,7 +137,7 @@ def with_file_data(event: dict[str, Any], max_bytes: int = MAX_FILE_BYTES) -> di
     except OSError as exc:
         return {**event, "data_error": f"unreadable on the backend: {exc}"}
     if len(data) > max_bytes:
-        return {**event, "data_error": f"the {event['type']} file is larger than the {max_bytes / 2**20:g} MiB this backend sends "
+        return {**event, "data_error": f"the {event['type']} file is larger than the {max_bytes / 2**20:.3g} MiB this backend sends "
                                        "over the connection (serve --max-file-mib); copy it from the backend's disk"}
     return {**event, "data": base64.b64encode(data).decode("ascii"), "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -39,7 +39,8 @@ log = logging.getLogger("dreamtime.server")
 # classified here before a remote client can use it.
 PATH_FIELDS = ("out", "run_dir", "targets", "model")
 TEXT_FIELDS = ("prompt", "negative_prompt", "schedule", "guidance", "encoding", "hashgrid_implementation", "background", "device",
-               "precision", "weights")
+               "precision", "weights", "export",
+               "extra")  # extra's keys are read one by one (grad_clip): none may be a path without a rule here
 SERVER_PATH = "<server path>"
 NOT_SENT = ("data", "sha256", "id")  # file bytes, their hash, and the client's own run id go out as they are
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/\\~-])/[\w.@%+=~-][\w.@%+=~/-]*|\b[A-Za-z]:[\\/][^\s'\"]*|\\\\[^\s'\"]+|~/[^\s'\"]*")
@@ -67,7 +68,7 @@ class RemotePolicy:
                 raise ValueError(f"--models {folder}: not a folder")
         if not max_file_mib > 0:
             raise ValueError(f"--max-file-mib: must be > 0, got {max_file_mib:g}")
-        return cls(root, tuple(Path(folder).expanduser() for folder in models), allow_pickle_weights, int(max_file_mib * 2**20))
+        return cls(root, tuple(Path(folder).expanduser() for folder in models), allow_pickle_weights, round(max_file_mib * 2**20))
 
     # ------------------------------------------------------------------ requests
     def apply(self, values: dict[str, Any]) -> dict[str, Any]:

@@ -192,6 +192,7 @@ class Server:
 
     # ------------------------------------------------------------------ requests
     def generate(self, run_id: str, values: dict[str, Any]) -> None:
+        from ..errors import TrainingError
         from ..run_folder import new_run_dir
         from ..trainer import Trainer
 
@@ -205,6 +206,9 @@ class Server:
             trainer = Trainer(config, run_dir, on_event=lambda event: self._run_event(run_id, event), stop=stop, run_id=run_id)
         except ConfigError as exc:
             self.error(run_id, "config", str(exc), "Fix this field and generate again.", field=exc.field)
+            return
+        except TrainingError as exc:  # preflight: the model folder is missing or not a Stable Diffusion folder
+            self.error(run_id, exc.code, str(exc), exc.hint)
             return
         except ValueError as exc:  # the analytic prior cannot read the prompt
             self.error(run_id, "prompt", str(exc), "Name a known shape and colour, or switch the guidance to Stable Diffusion (sd).")

@@ -72,7 +72,7 @@ def start_server(folder: Path, *options: str) -> subprocess.Popen:
     cwd = folder / "cwd"
     cwd.mkdir()
     log = open(folder / "stderr.txt", "wb")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--listen", "127.0.0.1:0", "--token-file", str(folder / "token"),
                              *options], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log)
     log.close()
