@@ -73,7 +73,7 @@ def open_backend() -> tuple[BackendProcess | remote.RemoteBackend, str]:
         if not prefs.remote_host.strip():
             raise BackendUnavailable("No remote host set.", "Set Host and Port in the add-on's preferences, or choose Local Process.")
         connection = remote.RemoteBackend(prefs.remote_host, prefs.remote_port, prefs.remote_token, backend_link.protocol,
-                                          prefs.remote_cache_dir(), preview.prepare)
+                                          prefs.remote_cache_dir(), preview.prepare, prefs.remote_keepalive)
         return connection.start(), f"remote backend at {connection.address}"
     python, source = backend_python_path()
     if python is None:
@@ -297,6 +297,10 @@ def _lost(props, info: dict) -> None:
 
 
 def _mesh(run: Run, props, event: dict) -> None:
+    if "_prepare_error" in event:  # a remote backend's mesh that did not arrive (too large for it to send, or corrupted)
+        props.warning = f"The mesh did not arrive: {event['_prepare_error']}"
+        run.extracts = max(run.extracts - 1, 0)
+        return
     props.mesh_path = event["path"]
     prompt = run.config.get("prompt", "DreamTime")
     name = f"{prompt} (step {props.step})" if run.extracts else prompt

@@ -10,7 +10,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import backend_link, backend_python, client, installer
+from . import backend_link, backend_python, client, installer, remote
 
 DEVICE_LABELS = {"auto": ("Auto", "CUDA when available, else CPU"), "cpu": ("CPU", ""), "cuda": ("CUDA", "")}
 DEVICES = [(name, *DEVICE_LABELS[name]) for name in backend_link.config.CHOICES["device"]]  # the config's choices, labelled
@@ -38,6 +38,9 @@ class DreamTimePreferences(AddonPreferences):
                                 description="The remote backend's address (127.0.0.1 through an SSH tunnel)")
     remote_port: IntProperty(name="Port", default=backend_link.protocol.DEFAULT_PORT, min=1, max=65535)
     remote_token: StringProperty(name="Token", subtype="PASSWORD", description="The contents of the backend's --token-file")
+    remote_keepalive: FloatProperty(name="Keep Alive", default=remote.KEEPALIVE_SECONDS, min=0, unit="TIME_ABSOLUTE",
+                                    description="Ping the remote backend this often while connected, so its idle timeout "
+                                                "(serve --idle-timeout, 10 min by default) does not close a long run's connection; 0: never")
     backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH",
                                    description="A Python with torch and the backend's requirements; empty: see the search order below")
     model: StringProperty(name="Model", default=DEFAULTS.model, description="Stable Diffusion hub id or local diffusers folder")
@@ -87,6 +90,7 @@ class DreamTimePreferences(AddonPreferences):
         column.prop(self, "remote_host")
         column.prop(self, "remote_port")
         column.prop(self, "remote_token")
+        column.prop(self, "remote_keepalive")
         for index, line in enumerate(_wrap("On the backend machine: python -m backend serve --listen 127.0.0.1:PORT, reached through "
                                            "ssh -L PORT:127.0.0.1:PORT; or --listen 0.0.0.0:PORT --token-file F with F's token here.")):
             layout.label(text=line, icon="INFO" if index == 0 else "BLANK1")

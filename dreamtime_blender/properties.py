@@ -15,7 +15,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 from bpy.types import PropertyGroup
 
-from . import backend_link, schedule_curve
+from . import backend_link, remote, schedule_curve
 
 CONFIG = backend_link.config
 DEFAULTS = CONFIG.GenerationConfig()  # the panel's defaults are the backend's
@@ -127,7 +127,7 @@ class DreamTimeProperties(PropertyGroup):
     def to_config(self, preferences=None) -> dict:
         """The GenerationConfig dict for this panel: the prompt, the settings the artist changed (the
         backend's device preset decides the rest), the preferences' device, model and output, and
-        Extra Config over all of them."""
+        Extra Config over all of them. For a remote backend a targets file goes as its contents."""
         values = {"prompt": self.prompt}
         values.update({name: getattr(self, name) for name in CONFIG_FIELDS if name != "prompt" and self.changed(name)})
         if preferences is not None:
@@ -140,6 +140,8 @@ class DreamTimeProperties(PropertyGroup):
             if not isinstance(extra, dict):
                 raise backend_link.config.ConfigError("overrides", "must be a JSON object")
             values.update(extra)
+        if preferences is not None and preferences.backend == "remote":
+            values = remote.targets_as_data(values, bpy.path.abspath)
         return values
 
     def check(self, preferences=None) -> dict:

@@ -9,10 +9,17 @@ checked against `sha256`); they are written under `cache_dir/<run id>/` and the 
 (and `done`'s outputs) point there, so preview.py and mesh_import.py read local files. The end of
 the connection that we did not ask for is ("lost", {"message", "hint", "attached"}): the run goes
 on on the server, and `attach {id}` on a new connection gets its state and result back.
+
+The server reads no file this machine names (backend/serve/remote_policy.py): `targets_as_data`
+sends a targets file's contents instead of its path. While connected, a `ping` every
+`keepalive_seconds` keeps the server's idle timeout (serve --idle-timeout) from closing a
+connection that only watches a long run; the pongs do not count as the backend's output, so a
+stuck run is still noticed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -25,13 +32,17 @@ from typing import Any, Callable
 from .process import drain_queue
 
 CONNECT_SECONDS = 10.0  # a host that does not answer within this is reported
+KEEPALIVE_SECONDS = 60.0  # the preferences' default ping interval; the server's default idle timeout is 600 s
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class RemoteBackend:
-    def __init__(self, host: str, port: int, token: str, protocol, cache_dir: str | Path, prepare: Callable[[dict], None] | None = None):
-        """`protocol` is the backend's protocol module (backend_link.protocol in Blender)."""
+    def __init__(self, host: str, port: int, token: str, protocol, cache_dir: str | Path, prepare: Callable[[dict], None] | None = None,
+                 keepalive_seconds: float = 0.0):
+        """`protocol` is the backend's protocol module (backend_link.protocol in Blender);
+        `keepalive_seconds`: ping the backend this often while connected (0: never)."""
         self.host, self.port, self.token, self.protocol = host.strip(), int(port), token, protocol
+        self.keepalive_seconds = keepalive_seconds
         self.cache_dir = Path(cache_dir)
         self.prepare = prepare or (lambda event: None)
         self.items: queue.Queue = queue.Queue()
@@ -44,6 +55,7 @@ class RemoteBackend:
         self._attached = False  # the backend said ready
         self._refusal: dict | None = None  # an error the backend sent before ready (auth, busy)
         self._thread: threading.Thread | None = None
+        self._hung_up = threading.Event()  # the connection is over: the pinger stops
 
     @property
     def address(self) -> str:
@@ -71,16 +83,21 @@ class RemoteBackend:
                     return
                 sock.sendall(self.protocol.encode(self.protocol.auth(self.token)).encode("utf-8") + b"".join(self._pending))
                 self._pending.clear()
+            if self.keepalive_seconds > 0:
+                threading.Thread(target=self._ping_loop, name="dreamtime-remote-ping", daemon=True).start()
             with sock.makefile("rb") as stream:
                 for line in stream:
-                    self.last_output = time.monotonic()
                     item = self._decode(line)
+                    if item is not None and item[0] == "event" and item[1]["type"] == "pong":
+                        continue  # our keep-alive answered: not a sign of the run's life
+                    self.last_output = time.monotonic()
                     if item is not None:
                         self.items.put(item)
             reason = "the connection was closed"
         except OSError as exc:
             reason = str(exc.strerror or exc)
         finally:
+            self._hung_up.set()
             sock.close()
         if self._refusal is not None:
             self._lost(f"The remote backend at {self.address} refused the connection: {self._refusal['message']}",
@@ -88,6 +105,11 @@ class RemoteBackend:
         else:
             self._lost(f"Lost the connection to the remote backend at {self.address} ({reason}).",
                        "The run goes on there: press Reconnect to get its progress and result." if self._attached else "")
+
+    def _ping_loop(self) -> None:
+        while not self._hung_up.wait(self.keepalive_seconds):
+            if not self.send(self.protocol.message("ping")):
+                return
 
     def _lost(self, message: str, hint: str) -> None:
         if not self._closing:
@@ -191,6 +213,20 @@ class RemoteBackend:
         if self._thread is not None:
             self._thread.join(grace)
         return self.returncode
+
+
+def targets_as_data(values: dict, abspath: Callable[[str], str] = os.path.abspath) -> dict:
+    """`values` with a targets file's path replaced by its JSON object, read here: a remote backend
+    reads no path a client names. ValueError naming `targets` when the file cannot be read."""
+    targets = values.get("targets")
+    if not isinstance(targets, str) or not targets.strip():
+        return values
+    path = Path(abspath(targets))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"targets: cannot read {path} to send it to the remote backend ({exc})") from None
+    return {**values, "targets": data}
 
 
 def local_name(kind: str, remote_path: str) -> str:
