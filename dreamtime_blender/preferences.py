@@ -39,8 +39,9 @@ class DreamTimePreferences(AddonPreferences):
     remote_port: IntProperty(name="Port", default=backend_link.protocol.DEFAULT_PORT, min=1, max=65535)
     remote_token: StringProperty(name="Token", subtype="PASSWORD", description="The contents of the backend's --token-file")
     remote_keepalive: FloatProperty(name="Keep Alive", default=remote.KEEPALIVE_SECONDS, min=0, unit="TIME_ABSOLUTE",
-                                    description="Ping the remote backend this often while connected, so its idle timeout "
-                                                "(serve --idle-timeout, 10 min by default) does not close a long run's connection; 0: never")
+                                    description="Ping the remote backend this often while connected, so that its idle timeout "
+                                                "(serve --idle-timeout, 10 min by default) does not close the connection of a long "
+                                                "run; 0: never")
     backend_python: StringProperty(name="Backend Python", subtype="FILE_PATH",
                                    description="A Python with torch and the backend's requirements; empty: see the search order below")
     model: StringProperty(name="Model", default=DEFAULTS.model, description="Stable Diffusion hub id or local diffusers folder")

@@ -54,6 +54,12 @@ def test_unknown_prompt_words_list_the_vocabulary(tmp_path):
     assert "dragon" in result.stderr and "torus" in result.stderr and "--guidance sd" in result.stderr
 
 
+def test_serve_options_for_tcp_clients_are_refused_on_stdio(tmp_path):
+    result = backend("serve", "--out", str(tmp_path / "root"), "--allow-pickle-weights")
+    assert result.returncode == 2 and "--out, --allow-pickle-weights: for serve --listen only" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "root").exists()
+
+
 def test_schedule_json():
     result = backend("schedule", "--kind", "tp", "--steps", "5", "--json")
     assert result.returncode == 0

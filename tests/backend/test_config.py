@@ -52,6 +52,13 @@ def test_defaults_are_valid_and_paper_like():
         ({"sdf_beta": 0.0}, "sdf_beta", "0.0001 to 0.5"),
         ({"sdf_max_density": 0.5}, "sdf_max_density", "from 1 to 100000"),
         ({"lambda_eikonal": -1.0}, "lambda_eikonal", "from 0"),
+        ({"weights": "pickle"}, "weights", "any, safetensors"),
+        ({"targets": 3}, "targets", "path"),
+        ({"targets": {"shapes": []}}, "targets", '{"targets": [...]}'),
+        ({"targets": []}, "targets", "none empty"),
+        ({"targets": ["cube"]}, "targets", "target objects"),
+        ({"targets": [{"parts": []}] * 65}, "targets", "at most 64"),
+        ({"targets": [{"parts": [{}] * 65}]}, "targets", "at most 64"),
     ],
 )
 def test_bad_values_name_the_field(changes, field, words):
@@ -60,6 +67,13 @@ def test_bad_values_name_the_field(changes, field, words):
     assert info.value.field == field
     assert words in str(info.value)
     assert str(info.value).startswith(field + ":")
+
+
+def test_targets_are_a_path_or_the_object_itself():
+    data = {"targets": [{"name": "red cube", "parts": [{"shape": "cube", "color": "red"}]}]}
+    for targets in ("t.json", data, data["targets"]):
+        cfg = valid(targets=targets).validate()
+        assert GenerationConfig.from_dict(json.loads(cfg.to_json())).validate() == cfg  # config.json keeps them
 
 
 def test_unicode_prompt_is_valid():

@@ -102,6 +102,35 @@ def test_truncated_weights_are_reported_by_component(tmp_path, tiny_model):
     assert info.value.code == "model_corrupt"
 
 
+def test_safetensors_only_refuses_pickled_weights(tmp_path, tiny_model):
+    from diffusers import UNet2DConditionModel
+
+    pickled = shutil.copytree(tiny_model, tmp_path / "pickled")
+    unet = UNet2DConditionModel.from_pretrained(pickled / "unet")
+    for weights in (pickled / "unet").glob("*.safetensors"):
+        weights.unlink()
+    unet.save_pretrained(pickled / "unet", safe_serialization=False)  # diffusion_pytorch_model.bin: unpickled on load
+    assert list((pickled / "unet").glob("*.bin"))
+    with pytest.raises(TrainingError, match="no safetensors weights") as info:
+        build_sd_guidance(sd_config(pickled, weights="safetensors"), CPU)
+    assert info.value.code == "model_weights" and "--allow-pickle-weights" in info.value.hint
+    assert build_sd_guidance(sd_config(pickled), CPU).alphas_cumprod.shape == (1000,)  # weights "any": the local default
+    build_sd_guidance(sd_config(tiny_model, weights="safetensors"), CPU)  # a safetensors model loads as before
+
+
+def test_a_hub_prefix_is_never_a_local_folder(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dreamtime-tests" / "local").mkdir(parents=True)  # a folder named like the hub id, in the working directory
+    with pytest.raises(TrainingError, match="not in the Hugging Face cache") as info:
+        resolve_model_folder("hub:dreamtime-tests/local")
+    assert info.value.code == "model_offline" and resolve_model_folder("dreamtime-tests/local").name == "local"
+    with pytest.raises(TrainingError, match="not a hub id"):
+        resolve_model_folder("hub:../x")
+
+
 def test_fp16_needs_cuda():
     with pytest.raises(ConfigError, match="precision"):
         resolve_dtype("fp16", CPU)

@@ -93,6 +93,17 @@ def test_bad_targets_files(tmp_path, content, words):
         targets_from_file(path)
 
 
+def test_targets_as_data_read_as_the_file_would_be(tmp_path):
+    data = {"targets": [{"name": "cone up", "parts": [{"shape": "cone", "color": "red"}]}, {"parts": [{"shape": "cube"}]}]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    from_file, from_data, from_list = targets_from_file(path), load_targets("ignored", data), load_targets("ignored", data["targets"])
+    assert [t.name for t in from_data] == [t.name for t in from_list] == [t.name for t in from_file] == ["cone up", "target 1"]
+    assert from_data[0].parts == from_file[0].parts
+    with pytest.raises(TargetError, match=r"targets\[0\].parts\[0\].shape"):
+        load_targets("ignored", [{"parts": [{"shape": "pyramid"}]}])
+
+
 def test_missing_targets_file():
     with pytest.raises(TargetError, match="does not exist"):
         targets_from_file("/nonexistent/targets.json")
