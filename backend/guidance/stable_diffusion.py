@@ -1,5 +1,5 @@
 """Stable Diffusion guidance through diffusers: score distillation as DreamFusion does it (docs/ARCHITECTURE.md §4.5).
-About 330 lines: the model's loading, with a message for each way it fails, belongs with its use.
+About 350 lines: the model's loading, with a message for each way it fails, belongs with its use.
 
 For a render x (B, H, W, 3) in [0, 1] and a timestep t:
 

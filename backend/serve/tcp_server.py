@@ -1,4 +1,5 @@
 """`python -m backend serve --listen HOST:PORT`: the same protocol and Server over TCP (docs/ARCHITECTURE.md §9).
+About 330 lines: a connection's whole life (listen, authenticate, attach, idle, send) reads best in one file.
 
 A connection's first line must be `auth {token}` (protocol.auth); the token is compared in
 constant time and nothing else is read from the connection before it passes: a wrong or missing

@@ -156,6 +156,7 @@ def test_paths_from_a_remote_client_are_refused_and_nothing_is_written_outside_t
     log = remote.log_path.read_text()
     assert str(paths["outside"] / "targets.json") not in log  # never read, so never named (the full errors are in the log)
     assert "error config: run_dir: a remote client cannot choose" in log
+    assert f"{paths['models'].resolve() / 'broken'} is not a complete" in log  # the operator sees the full message
 
 
 def test_targets_as_data_and_a_symlink_in_the_root_that_points_outside(remote):
