@@ -6,7 +6,7 @@ and returns the next interval (None when there is nothing left to watch). Nothin
 the backend. Finished processes get `shutdown` and are reaped by later pumps; a backend that
 dies, writes garbage or goes silent is reported in the panel state.
 
-About 370 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
+About 380 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
 cancel, the event handlers, reaping) reads best in one file; what stands alone is already apart
 (process.py, remote.py, probe.py, preview.py, mesh_import.py).
 """
