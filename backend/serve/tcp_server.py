@@ -1,5 +1,5 @@
 """`python -m backend serve --listen HOST:PORT`: the same protocol and Server over TCP (docs/ARCHITECTURE.md §9).
-About 330 lines: a connection's whole life (listen, authenticate, attach, idle, send) reads best in one file.
+About 340 lines: a connection's whole life (listen, authenticate, attach, idle, send) reads best in one file.
 
 A connection's first line must be `auth {token}` (protocol.auth); the token is compared in
 constant time and nothing else is read from the connection before it passes: a wrong or missing
@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import selectors
 import signal
 import socket
 import stat
@@ -229,7 +230,7 @@ class TcpServer:
     def _attached(self, client: Connection) -> None:
         """Feed the client's requests to the Server until it hangs up; the run is left going."""
         sock, address = client.sock, client.address
-        sock.settimeout(self.idle_seconds)
+        sock.settimeout(None)  # sends take as long as they take; only the reads wait at most idle_seconds
         _keepalive(sock)
         log.info("client %s attached", address)
         self.server.attach(client)
@@ -240,21 +241,27 @@ class TcpServer:
             else:
                 self.requests.put(item)
 
+        incoming = selectors.DefaultSelector()
+        incoming.register(sock, selectors.EVENT_READ)
+
         def receive(size: int) -> bytes:
-            try:
+            if incoming.select(self.idle_seconds):
                 return sock.recv(size)
-            except TimeoutError:
-                log.info("client %s sent nothing for %g s; closing its connection", address, self.idle_seconds)
+            log.info("client %s sent nothing for %g s; closing its connection", address, self.idle_seconds)
+            try:
                 client.write(protocol.error(None, "idle", f"no request for {self.idle_seconds:g} s: this backend closes idle "
                                             "connections (serve --idle-timeout)",
                                             "The run goes on there: Reconnect picks it up. The add-on's Keep Alive preference "
                                             "pings the backend to stay connected."))
                 client.flush()
-                return b""
+            except OSError:
+                pass  # it went meanwhile
+            return b""
 
         try:
             read_lines(receive, put)
         finally:
+            incoming.close()
             self.server.detach(client)
             client.close()
             with self._lock:
