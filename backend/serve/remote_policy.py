@@ -8,6 +8,9 @@ A token admits generations, not the server's filesystem. The TCP server (tcp_ser
   (`serve --out`), named by the server and made with an exclusive mkdir, so a symlink already
   there (pointing anywhere) is never written through;
 - targets: the analytic prior's targets travel as data (`{"targets": [...]}`); a path is refused;
+  so is an init mesh (`init_mesh`: a file on the client's machine, which cannot travel yet);
+- resuming: a refine (`refine_from`) only of a run folder this server made, named as its events
+  name it (relative to the output root): a real folder directly in the root, not a symlink;
 - models: a hub id (sent on as `hub:ID`, never read as a folder of the server's working
   directory), or a folder under one of the operator's model roots (`serve --models DIR`), named
   relative to it and resolved with its symlinks inside that root; anything else is refused;
@@ -36,8 +39,8 @@ log = logging.getLogger("dreamtime.server")
 
 # The config's text fields that may name a path on the server, and those that never do. A test
 # checks that every text field of GenerationConfig is in one of them, so a new path field is
-# classified here before a remote client can use it.
-PATH_FIELDS = ("out", "run_dir", "targets", "model")
+# classified here (and refused or translated in apply) before a remote client can use it.
+PATH_FIELDS = ("out", "run_dir", "targets", "model", "init_mesh", "refine_from")
 TEXT_FIELDS = ("prompt", "negative_prompt", "schedule", "guidance", "encoding", "hashgrid_implementation", "background", "device",
                "precision", "weights", "export",
                "extra")  # extra's keys are read one by one (grad_clip): none may be a path without a rule here
@@ -82,6 +85,11 @@ class RemotePolicy:
         if isinstance(targets, str) and targets:
             raise ConfigError("targets", 'a remote backend reads no file a client names: send the targets themselves, '
                                          '{"targets": [...]} (the add-on reads a local file and sends its contents)')
+        if values.get("init_mesh", "") != "":
+            raise ConfigError("init_mesh", "a remote backend reads no file a client names, and a mesh cannot travel to it yet: "
+                                           "start from a mesh with a local backend")
+        if values.get("refine_from", "") != "":
+            values["refine_from"] = str(self.server_run(values["refine_from"]))
         weights = values.get("weights", "any" if self.allow_pickle_weights else "safetensors")
         if weights != "safetensors" and not self.allow_pickle_weights:
             raise ConfigError("weights", "this backend loads safetensors weights only (its operator did not pass "
@@ -106,6 +114,16 @@ class RemotePolicy:
         available = self.available_models()
         raise ConfigError("model", "must be a hub id (ORG/NAME) or a model folder this backend offers ("
                                    + (", ".join(available) if available else "its operator named none: serve --models DIR") + ")")
+
+    def server_run(self, name: Any) -> Path:
+        """The run folder this server made that `name` names (relative to the output root, as the
+        events show it): a real folder directly in the root, never a symlink out of it."""
+        leaf = name.strip().rstrip("/\\") if isinstance(name, str) else ""
+        if leaf and not any(sep in leaf for sep in "/\\") and leaf not in (".", ".."):
+            folder = self.out_root / leaf
+            if not folder.is_symlink() and folder.is_dir() and folder.resolve().parent == self.out_root:
+                return folder
+        raise ConfigError("refine_from", "must name a run folder this backend made, as its events name it (the run's run_dir)")
 
     def available_models(self) -> list[str]:
         """The model folders (with a model_index.json) directly under the model roots, by name."""
