@@ -1,7 +1,7 @@
 """What a run writes to its folder besides the checkpoint (docs/ARCHITECTURE.md §6, §7).
 
 Previews (an evaluation-camera render every `preview_every` steps), ring.png (the whole evaluation
-ring), meshes (the final one and mid-run `extract`s), metrics.json, and for the analytic prior the
+ring), the asset (the final one and mid-run `extract`s: backend/asset), metrics.json, and for the analytic prior the
 quality of the ring and of the mesh against the known targets. Every file is written atomically and
 announced with a protocol event where the protocol has one.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,7 +95,7 @@ class RunArtifacts:
 
     # ------------------------------------------------------------------ meshes
     @torch.no_grad()
-    def _mesh_of_field(self):
+    def mesh_of_field(self):
         """Marching cubes of the field: density at mesh_threshold, or s = 0 once it is an SDF; blurred by
         mesh_smooth first (log density; an SDF linearly, which removes sub-voxel tunnels at sharp edges)."""
         from .mesh import extract_mesh
@@ -106,32 +107,55 @@ class RunArtifacts:
             smooth_log=not self.field.sdf_mode,
         )
 
+    def asset_of(self, mesh):
+        """The artist's asset of a marching-cubes mesh: decimated to mesh_faces, its texture baked from
+        the field's albedo (backend/asset); a failed atlas leaves vertex colours and a warning."""
+        from .asset import make_asset, numpy_albedo
+
+        asset = make_asset(mesh, numpy_albedo(self.field.albedo, self.device), self.config.mesh_faces, self.config.texture_size)
+        if asset.warning:
+            self.on_event(protocol.log("warning", asset.warning))
+        return asset
+
     def extract_now(self, step: int) -> None:
-        """A mid-run mesh in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
-        from .mesh import MeshError, export_mesh
+        """A mid-run asset in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
+        from .asset.export import export_asset
+        from .mesh import MeshError
 
         try:
-            mesh = self._mesh_of_field()
+            asset = self.asset_of(self.mesh_of_field())
         except MeshError as exc:
             self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
             return
-        path = export_mesh(mesh, self.run_dir / "extracts" / f"step_{step:05d}", ("glb",))["glb"]
-        self.on_event(protocol.mesh(self.run_id, str(path), len(mesh.vertices), len(mesh.faces)))
+        path = export_asset(asset, self.run_dir / "extracts" / f"step_{step:05d}", ("glb",), vertex_colors=self.config.vertex_colors)["glb"]
+        self.on_event(protocol.mesh(self.run_id, str(path), len(asset.mesh.vertices), len(asset.mesh.faces)))
 
     def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
-        from .mesh import MeshError, export_mesh
+        """The final asset in the run folder; each stage's seconds in metrics.json `mesh.seconds`."""
+        from .asset.export import export_asset
+        from .mesh import MeshError
 
         self.metrics.setdefault("mesh", {})
         self.mesh = None
+        tick = time.perf_counter()
         try:
-            self.mesh = self._mesh_of_field()
+            extracted = self.mesh_of_field()
         except MeshError as exc:
             log.warning("no mesh: %s", exc)
             self.on_event(protocol.log("warning", f"no mesh: {exc}"))
             return {}
-        paths = export_mesh(self.mesh, self.run_dir, formats)
-        self.metrics["mesh"].update({"n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces),
-                                     "euler": int(self.mesh.euler_number)})
+        seconds = {"extract": time.perf_counter() - tick}
+        asset = self.asset_of(extracted)
+        self.mesh = asset.mesh
+        tick = time.perf_counter()
+        paths = export_asset(asset, self.run_dir, formats, vertex_colors=self.config.vertex_colors)
+        seconds.update(asset.seconds, export=time.perf_counter() - tick)
+        self.metrics["mesh"].update({
+            "n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces), "euler": int(self.mesh.euler_number),
+            "n_faces_extracted": len(extracted.faces), "euler_extracted": int(extracted.euler_number),
+            "textured": asset.texture is not None, "texel_coverage": round(asset.texel_coverage, 4), "warning": asset.warning,
+            "seconds": {name: round(value, 3) for name, value in seconds.items()},
+        })
         first = paths[formats[0]]
         self.on_event(protocol.mesh(self.run_id, str(first), len(self.mesh.vertices), len(self.mesh.faces)))
         return paths

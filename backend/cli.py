@@ -23,7 +23,8 @@ CONFIG_FLAGS = {
     "s2": float, "t_min": int, "t_max": int, "guidance": str, "model": str, "targets": str, "guidance_scale": float,
     "resolution": int, "preview_resolution": int, "samples_per_ray": int, "encoding": str, "background": str,
     "dense_resolution": int, "mlp_hidden": int, "lambda_tv": float, "sdf_after": float, "mesh_threshold": float,
-    "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "export": str,
+    "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "mesh_faces": int,
+    "texture_size": int, "export": str,
     "out": str, "run_dir": str, "device": str, "precision": str,
 }
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         gen.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=argparse.SUPPRESS)
     gen.add_argument("--no-wd", action="store_true", help="drop W_d from the TP-SDS weight")
     gen.add_argument("--low-vram", action="store_true", help="sd: CPU offload and attention slicing")
+    gen.add_argument("--vertex-colors", action="store_true", help="also store per-vertex colours in the GLB and OBJ")
     gen.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.epilog = "options: " + " ".join("--" + n.replace("_", "-") for n in CONFIG_FLAGS)
@@ -79,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     make.add_argument("--force", action="store_true", help="replace a non-empty --out")
 
+    asset = commands.add_parser("asset-eval", help="the run's asset as Blender shows it, against the analytic targets: metrics.json 'asset'")
+    asset.add_argument("run_dir", metavar="RUN_DIR")
+    asset.add_argument("--samples", type=int, default=32, help="Cycles samples per pixel of the antialiased albedo renders")
+    asset.add_argument("--blender-python", help="a Python with bpy (default: this one, or DREAMTIME_BLENDER_PYTHON)")
+
     bench = commands.add_parser("bench", help="measurements (docs/ARCHITECTURE.md §8)").add_subparsers(dest="bench", required=True)
     step = bench.add_parser("step", help="time a training step and its floor (the guidance alone); prints JSON")
     step.add_argument("--guidance", default="auto", choices=("auto", "analytic", "sd"), help="auto: sd with CUDA, else analytic")
@@ -114,6 +121,8 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
         values["use_w_d"] = False
     if args.low_vram:
         values["low_vram"] = True
+    if args.vertex_colors:
+        values["vertex_colors"] = True
     return GenerationConfig.from_dict(values).validate()
 
 
@@ -227,6 +236,12 @@ def run_bench(args: argparse.Namespace) -> int:
     return bench_convergence.run_cli(args, sensitivity=args.bench == "sensitivity")
 
 
+def run_asset_eval(args: argparse.Namespace) -> int:
+    from .asset.evaluate import run_cli
+
+    return run_cli(args)
+
+
 def fail(message: str, status: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return status
@@ -236,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     handlers = {"generate": run_generate, "schedule": run_schedule, "serve": run_serve, "make-model": run_make_model, "bench": run_bench,
-                "batch": run_batch}
+                "batch": run_batch, "asset-eval": run_asset_eval}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

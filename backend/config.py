@@ -36,6 +36,8 @@ MAX_SEED = 2**32 - 1
 HUB_PREFIX = "hub:"  # a `model` of "hub:ORG/NAME" is a Hugging Face Hub id even where a local folder has that name
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")  # what a `model` hub id looks like
 T = NUM_TRAIN_TIMESTEPS
+MIN_MESH_FACES, MAX_MESH_FACES = 100, 10_000_000  # fewer than 100 faces hold no recognisable shape
+TEXTURE_SIZES = tuple(2**k for k in range(8, 14))  # 256 ... 8192
 
 # The allowed values of each text field that is a choice.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -83,6 +85,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "mesh_resolution": (16, 1024),
     "mesh_threshold": (1e-3, 1e6),
     "mesh_smooth": (0, 0.2),
+    "mesh_faces": (0, MAX_MESH_FACES),  # 0 (every face) or at least MIN_MESH_FACES
+    "texture_size": (TEXTURE_SIZES[0], TEXTURE_SIZES[-1]),  # and a power of two
 }
 
 
@@ -152,6 +156,9 @@ class GenerationConfig:
     mesh_resolution: int = 256  # marching-cubes grid size per side
     mesh_threshold: float = 25.0  # density of the extracted surface (about half opacity per sample)
     mesh_smooth: float = 0.0  # Gaussian blur of log density before marching cubes (world units)
+    mesh_faces: int = 20000  # decimate the mesh to at most this many faces (0: keep every face; the atlas then takes longer)
+    texture_size: int = 1024  # side of the baked albedo texture, a power of two from 256 to 8192
+    vertex_colors: bool = False  # also store per-vertex colours in the GLB and OBJ (PLY always has them)
     export: tuple[str, ...] = ("glb",)  # mesh formats written at the end
     out: str = "runs"  # folder under which a new run folder is made
     run_dir: str = ""  # write exactly here instead (empty: a new folder under `out`)
@@ -226,6 +233,10 @@ class GenerationConfig:
         _integer(self, "mesh_resolution")
         _number(self, "mesh_threshold")
         _number(self, "mesh_smooth")
+        if not isinstance(self.mesh_faces, int) or isinstance(self.mesh_faces, bool) or not (self.mesh_faces == 0 or MIN_MESH_FACES <= self.mesh_faces <= MAX_MESH_FACES):
+            raise ConfigError("mesh_faces", f"must be 0 (keep every face) or from {MIN_MESH_FACES} to {MAX_MESH_FACES}, got {self.mesh_faces!r}")
+        if self.texture_size not in TEXTURE_SIZES or isinstance(self.texture_size, bool):
+            raise ConfigError("texture_size", f"must be a power of two from {TEXTURE_SIZES[0]} to {TEXTURE_SIZES[-1]}, got {self.texture_size!r}")
         if not isinstance(self.export, (list, tuple)) or not self.export or any(fmt not in EXPORT_FORMATS for fmt in self.export):
             raise ConfigError("export", f"must be a non-empty list of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
         self.export = tuple(self.export)

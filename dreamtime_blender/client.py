@@ -96,7 +96,7 @@ def supports(feature: str) -> bool:
 
 def busy() -> bool:
     """Anything left for pump() to watch: a run, a backend test, or a process still exiting."""
-    return bool(_run or probe.active() or _closing)
+    return bool(_run or probe.active() or _closing or mesh_import.busy())
 
 
 # ---------------------------------------------------------------------- requests
@@ -209,6 +209,7 @@ def pump() -> float | None:
     tested = probe.pump()
     if tested is not None:
         retire(tested)
+    mesh_import.pump()
     if _run is not None:
         _pump_run(_run)
     _reap()
@@ -306,10 +307,17 @@ def _mesh(run: Run, props, event: dict) -> None:
     name = f"{prompt} (step {props.step})" if run.extracts else prompt
     run.extracts = max(run.extracts - 1, 0)
     if props.auto_import:
-        try:
-            mesh_import.import_mesh(bpy.context, event["path"], name)
+        scene_name = run.scene_name
+
+        def failed(message: str) -> None:
+            scene = bpy.data.scenes.get(scene_name)
+            if scene is not None:
+                scene.dreamtime.warning = f"Mesh import failed: {message}"
+
+        try:  # read on a thread, built in slices by later pumps
+            mesh_import.start_import(bpy.context, event["path"], name, props.import_size, on_error=failed)
         except (RuntimeError, OSError) as exc:
-            props.warning = f"Mesh import failed: {exc}"
+            failed(str(exc))
 
 
 def _done(run: Run, props, outputs: dict) -> None:

@@ -86,7 +86,7 @@ class DREAMTIME_OT_reconnect(Operator):
 
 
 class DREAMTIME_OT_import_mesh(Operator):
-    """Import a DreamTime mesh (glb, ply or obj) at the 3D cursor"""
+    """Import a DreamTime mesh (glb, ply or obj) on the 3D cursor, at the panel's Size"""
 
     bl_idname = "dreamtime.import_mesh"
     bl_label = "Import Mesh"
@@ -105,12 +105,14 @@ class DREAMTIME_OT_import_mesh(Operator):
     def execute(self, context):
         path = self.filepath or context.scene.dreamtime.mesh_path
         name = self.name or (context.scene.dreamtime.prompt if path == context.scene.dreamtime.mesh_path else Path(path).stem)
-        try:
-            obj = mesh_import.import_mesh(context, path, name)
+        def done(obj) -> None:
+            print(f"DreamTime: imported {obj.name} ({len(obj.data.polygons)} faces)")
+
+        try:  # a GLB is read on a thread and appears within a few timer ticks
+            mesh_import.start_import(context, path, name, context.scene.dreamtime.import_size, on_done=done)
         except (RuntimeError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Imported {obj.name} ({len(obj.data.polygons)} faces)")
         return {"FINISHED"}
 
 

@@ -102,7 +102,8 @@ class DREAMTIME_PT_advanced(_DreamTimePanel, Panel):
     def draw(self, context):
         layout, props = self.layout, context.scene.dreamtime
         layout.use_property_split = True
-        for name in ("guidance_scale", "preview_every", "samples_per_ray", "mesh_resolution", "overrides", "auto_import", "show_overlay"):
+        for name in ("guidance_scale", "preview_every", "samples_per_ray", "mesh_resolution", "mesh_faces", "texture_size", "import_size",
+                     "overrides", "auto_import", "show_overlay"):
             layout.prop(props, name)
 
 

@@ -37,6 +37,7 @@ GUIDANCES = [(kind, *GUIDANCE_LABELS[kind]) for kind in CONFIG.CHOICES["guidance
 CONFIG_FIELDS = (
     "prompt", "negative_prompt", "seed", "steps", "schedule", "m1", "m2", "s1", "s2", "t_min", "t_max",
     "guidance", "guidance_scale", "resolution", "preview_every", "samples_per_ray", "mesh_resolution",
+    "mesh_faces", "texture_size",
 )
 PRESET_NOTE = "; left at {default} the backend's device preset decides (CPU: {cpu})"
 
@@ -99,6 +100,12 @@ class DreamTimeProperties(PropertyGroup):
                                  description="Samples per ray" + preset_note("samples_per_ray"))
     mesh_resolution: IntProperty(name="Mesh Resolution", **config_range("mesh_resolution"),
                                  description="Marching-cubes grid size per side" + preset_note("mesh_resolution"))
+    mesh_faces: IntProperty(name="Mesh Faces", **config_range("mesh_faces"), soft_max=200_000,
+                            description=f"Decimate the mesh to at most this many faces (0: keep every face; else at least {CONFIG.MIN_MESH_FACES})")
+    texture_size: IntProperty(name="Texture Size", **config_range("texture_size"),
+                              description="Side of the baked albedo texture in pixels: a power of two from 256 to 8192")
+    import_size: FloatProperty(name="Size", default=0.0, min=0.0, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+                               description="Scale the imported mesh so its longest side is this long (0: as generated, about 1.2 m)")
     overrides: StringProperty(name="Extra Config", description='JSON object of further GenerationConfig fields, e.g. {"encoding": "dense"}')
     auto_import: BoolProperty(name="Import Mesh When Done", default=True)
     show_overlay: BoolProperty(name="Preview Overlay", default=True, description="Show the latest preview in the 3D View")

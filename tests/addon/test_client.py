@@ -31,11 +31,12 @@ def scenario_generate_end_to_end():
     pixels = np.empty(len(image.pixels), np.float32)
     image.pixels.foreach_get(pixels)
     obj = bpy.data.objects["a red torus"]
-    colours = np.empty(len(obj.data.color_attributes.active_color.data) * 4, np.float32)
-    obj.data.color_attributes.active_color.data.foreach_get("color", colours)
+    links = [link for link in obj.active_material.node_tree.links if link.to_socket.name == "Base Color"]
+    assert [link.from_node.type for link in links] == ["TEX_IMAGE"], links  # the baked texture feeds Base Color
+    texture = links[0].from_node.image
+    colours = np.empty(len(texture.pixels), np.float32)
+    texture.pixels.foreach_get(colours)
     mean = colours.reshape(-1, 4)[:, :3].mean(0)
-    material = obj.active_material
-    assert any(node.type == "VERTEX_COLOR" for node in material.node_tree.nodes)
     assert tuple(obj.location) == tuple(bpy.context.scene.cursor.location)
     item = props.history[0]
     assert (item.prompt, item.seed, item.schedule, item.status) == ("a red torus", 0, "tp", "done")

@@ -9,7 +9,7 @@ import pytest
 
 TINY_FLAGS = [
     "--guidance", "analytic", "--device", "cpu", "--steps", "6", "--resolution", "16", "--preview-resolution", "16",
-    "--samples-per-ray", "16", "--encoding", "dense", "--mesh-resolution", "32", "--preview-every", "3",
+    "--samples-per-ray", "16", "--encoding", "dense", "--mesh-resolution", "32", "--texture-size", "256", "--preview-every", "3",
 ]
 
 
@@ -40,6 +40,8 @@ def test_generate_under_out_makes_a_sanitised_folder(tmp_path):
     (["--steps", "0"], "steps:"),
     (["--schedule", "cosine"], "schedule: must be one of tp, uniform, linear"),
     (["--resolution", "50"], "resolution:"),
+    (["--mesh-faces", "50"], "mesh_faces: must be 0 (keep every face) or from 100"),
+    (["--texture-size", "1000"], "texture_size: must be a power of two from 256 to 8192"),
 ])
 def test_bad_values_exit_2_naming_the_field(tmp_path, args, words):
     result = backend("generate", "a red torus", *TINY_FLAGS, *args, "--out", str(tmp_path))

@@ -33,6 +33,14 @@ def test_defaults_are_valid_and_paper_like():
         ({"t_min": 0}, "t_min", "from 1"),
         ({"t_max": 1000}, "t_max", "to 999"),
         ({"steps": 0}, "steps", "from 1"),
+        ({"mesh_faces": 99}, "mesh_faces", "0 (keep every face) or from 100"),
+        ({"mesh_faces": -1}, "mesh_faces", "from 100"),
+        ({"mesh_faces": 2.5}, "mesh_faces", "from 100"),
+        ({"texture_size": 1000}, "texture_size", "power of two from 256 to 8192"),
+        ({"texture_size": 128}, "texture_size", "power of two"),
+        ({"texture_size": 16384}, "texture_size", "power of two"),
+        ({"texture_size": True}, "texture_size", "power of two"),
+        ({"vertex_colors": "yes"}, "vertex_colors", "true or false"),
         ({"steps": -3}, "steps", "from 1"),
         ({"steps": 2.5}, "steps", "integer"),
         ({"seed": -1}, "seed", "from 0"),
@@ -123,3 +131,7 @@ def test_choices_and_bounds_are_what_validate_enforces():
             with pytest.raises(ConfigError) as info:
                 valid(**{name: outside}).validate()
             assert info.value.field == name, (name, outside)
+def test_face_budget_and_texture_size_edges_are_valid():
+    assert valid(mesh_faces=0, texture_size=256).validate().mesh_faces == 0
+    assert valid(mesh_faces=100, texture_size=8192).validate().texture_size == 8192
+    assert (GenerationConfig().mesh_faces, GenerationConfig().texture_size) == (20000, 1024)

@@ -21,7 +21,7 @@ from backend.run_folder import MAX_SLUG_CHARS, new_run_dir, slugify
 
 TINY_FLAGS = [
     "--guidance", "analytic", "--device", "cpu", "--steps", "4", "--resolution", "16", "--preview-resolution", "16",
-    "--samples-per-ray", "16", "--encoding", "dense", "--dense-resolution", "16", "--mesh-resolution", "24",
+    "--samples-per-ray", "16", "--encoding", "dense", "--dense-resolution", "16", "--mesh-resolution", "24", "--texture-size", "256",
     "--preview-every", "2", "--checkpoint-every", "2", "--quiet",
 ]
 

@@ -12,7 +12,7 @@ from backend.trainer import Trainer
 
 TINY = dict(
     prompt="a red torus", guidance="analytic", device="cpu", steps=12, resolution=16, preview_resolution=16,
-    samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32,
+    samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32, texture_size=256,
     preview_every=4, checkpoint_every=5,
 )
 

@@ -19,7 +19,7 @@ def test_minimal_suite_writes_bench_json_and_plots_and_reuses_finished_runs(tmp_
     flags = ["--suite", "minimal", "--seeds", "2", "--steps", "4", "--eval-every", "2", "--schedules", "tp,uniform",
              "--jobs", "1", "--device", "cpu", "--out", str(out), "--quiet",
              "--set", "resolution=16", "--set", "preview_resolution=16", "--set", "samples_per_ray=16",
-             "--set", "dense_resolution=32", "--set", "mesh_resolution=32"]
+             "--set", "dense_resolution=32", "--set", "mesh_resolution=32", "--set", "texture_size=256"]
     result = bench(*flags)
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "bench.json").read_text())
@@ -93,7 +93,7 @@ def test_sd_guidance_bench_records_loss_and_time_without_a_known_answer(tmp_path
     result = bench("--guidance", "sd", "--model", str(model), "--suite", "minimal", "--seeds", "1", "--steps", "3",
                    "--schedules", "tp,uniform", "--jobs", "1", "--device", "cpu", "--out", str(out), "--quiet",
                    "--set", "resolution=32", "--set", "preview_resolution=16", "--set", "samples_per_ray=16",
-                   "--set", "dense_resolution=32", "--set", "mesh_resolution=32")
+                   "--set", "dense_resolution=32", "--set", "mesh_resolution=32", "--set", "texture_size=256")
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "bench.json").read_text())
     assert data["ratios"] == {}  # no targets: nothing to score against

@@ -264,7 +264,7 @@ def test_generate_sd_20_steps_writes_previews_and_mesh(tiny_model, tmp_path, cap
     run_dir = tmp_path / "run"
     argv = ["generate", "a red cube", "--guidance", "sd", "--model", str(tiny_model), "--device", "cpu", "--resolution", "32", "--steps",
             "20"]
-    argv += ["--preview-every", "10", "--mesh-resolution", "48", "--encoding", "dense", "--samples-per-ray", "16"]
+    argv += ["--preview-every", "10", "--mesh-resolution", "48", "--texture-size", "256", "--encoding", "dense", "--samples-per-ray", "16"]
     argv += ["--preview-resolution", "32", "--run-dir", str(run_dir), "--quiet"]
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.strip() == str(run_dir)

@@ -17,7 +17,7 @@ from backend.serve.lines import MAX_LINE_BYTES, parse_request
 REPO = Path(__file__).resolve().parents[3]
 TINY = dict(
     prompt="a red torus", guidance="analytic", device="cpu", steps=20, resolution=16, preview_resolution=16,
-    samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32,
+    samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32, texture_size=256,
     preview_every=5, checkpoint_every=10,
     blob_density=5.0, lambda_tv=0.0, mesh_smooth=0.0,  # pinned over the CPU preset: a mesh exists from step 1
 )
