@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     make.add_argument("--force", action="store_true", help="replace a non-empty --out")
 
-    asset = commands.add_parser("asset-eval", help="the run's asset as Blender shows it, against the analytic targets: metrics.json 'asset'")
+    asset = commands.add_parser("asset-eval", help="the run's asset as Blender shows it, against the analytic targets")
     asset.add_argument("run_dir", metavar="RUN_DIR")
     asset.add_argument("--samples", type=int, default=32, help="Cycles samples per pixel of the antialiased albedo renders")
     asset.add_argument("--blender-python", help="a Python with bpy (default: this one, or DREAMTIME_BLENDER_PYTHON)")

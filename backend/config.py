@@ -233,10 +233,12 @@ class GenerationConfig:
         _integer(self, "mesh_resolution")
         _number(self, "mesh_threshold")
         _number(self, "mesh_smooth")
-        if not isinstance(self.mesh_faces, int) or isinstance(self.mesh_faces, bool) or not (self.mesh_faces == 0 or MIN_MESH_FACES <= self.mesh_faces <= MAX_MESH_FACES):
-            raise ConfigError("mesh_faces", f"must be 0 (keep every face) or from {MIN_MESH_FACES} to {MAX_MESH_FACES}, got {self.mesh_faces!r}")
+        faces = self.mesh_faces
+        if not isinstance(faces, int) or isinstance(faces, bool) or not (faces == 0 or MIN_MESH_FACES <= faces <= MAX_MESH_FACES):
+            raise ConfigError("mesh_faces", f"must be 0 (keep every face) or from {MIN_MESH_FACES} to {MAX_MESH_FACES}, got {faces!r}")
         if self.texture_size not in TEXTURE_SIZES or isinstance(self.texture_size, bool):
-            raise ConfigError("texture_size", f"must be a power of two from {TEXTURE_SIZES[0]} to {TEXTURE_SIZES[-1]}, got {self.texture_size!r}")
+            low, high = TEXTURE_SIZES[0], TEXTURE_SIZES[-1]
+            raise ConfigError("texture_size", f"must be a power of two from {low} to {high}, got {self.texture_size!r}")
         if not isinstance(self.export, (list, tuple)) or not self.export or any(fmt not in EXPORT_FORMATS for fmt in self.export):
             raise ConfigError("export", f"must be a non-empty list of {', '.join(EXPORT_FORMATS)}, got {self.export!r}")
         self.export = tuple(self.export)

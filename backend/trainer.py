@@ -67,14 +67,6 @@ class Trainer:
         self.metrics: dict[str, Any] = {"step": [], "t": [], "loss": [], "step_s": [], "skipped_steps": []}
         self.outputs: dict[str, Any] = {"run_dir": str(self.run_dir)}
 
-    def load(self) -> "Trainer":
-        """The run folder's field, guidance and cameras from its checkpoint, without training
-        (`python -m backend asset-eval`). Returns self."""
-        self._setup(resume=True)
-        log.removeHandler(self._log_handler)
-        self._log_handler.close()
-        return self
-
     def request_extract(self) -> None:
         """Thread-safe (protocol `extract`): export a mesh of the current field after the current step."""
         self._extract_requested.set()

@@ -101,7 +101,7 @@ class DreamTimeProperties(PropertyGroup):
     mesh_resolution: IntProperty(name="Mesh Resolution", **config_range("mesh_resolution"),
                                  description="Marching-cubes grid size per side" + preset_note("mesh_resolution"))
     mesh_faces: IntProperty(name="Mesh Faces", **config_range("mesh_faces"), soft_max=200_000,
-                            description=f"Decimate the mesh to at most this many faces (0: keep every face; else at least {CONFIG.MIN_MESH_FACES})")
+                            description=f"Decimate to at most this many faces (0: every face; else {CONFIG.MIN_MESH_FACES} or more)")
     texture_size: IntProperty(name="Texture Size", **config_range("texture_size"),
                               description="Side of the baked albedo texture in pixels: a power of two from 256 to 8192")
     import_size: FloatProperty(name="Size", default=0.0, min=0.0, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",

@@ -35,7 +35,8 @@ class Asset:
     warning: str = ""
 
 
-def numpy_albedo(albedo_fn: Callable[[torch.Tensor], torch.Tensor], device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+def numpy_albedo(albedo_fn: Callable[[torch.Tensor], torch.Tensor],
+                 device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     """The field's albedo as numpy points (N, 3) -> colours (N, 3), evaluated in chunks without gradients."""
 
     def albedo(points: np.ndarray) -> np.ndarray:

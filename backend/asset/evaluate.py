@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-
 import subprocess
 import sys
 import tempfile
@@ -66,11 +65,13 @@ def render_in_blender(meshes: list[tuple[Path, str]], cameras: Cameras, resoluti
         raise EvaluationError("no Python with bpy (Blender as a module): pip install bpy, or set DREAMTIME_BLENDER_PYTHON")
     if not (REPO / "dreamtime_blender" / "render_views.py").is_file():
         raise EvaluationError(f"asset-eval needs a checkout with dreamtime_blender/ beside backend/ ({REPO})")
-    job = {"meshes": [{"path": str(path), "name": name} for path, name in meshes], "cameras": cameras.c2w.cpu().reshape(len(cameras), 16).tolist(),
+    job = {"meshes": [{"path": str(path), "name": name} for path, name in meshes],
+           "cameras": cameras.c2w.cpu().reshape(len(cameras), 16).tolist(),
            "fov_y": float(cameras.fov_y[0]), "resolution": resolution, "samples": samples, "passes": list(passes), "out": str(out),
            "threads": os.cpu_count() or 0}
     (out / "job.json").write_text(json.dumps(job))
-    code = f"import sys; sys.path.insert(0, {str(REPO)!r}); from dreamtime_blender import render_views; render_views.main({str(out / 'job.json')!r})"
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from dreamtime_blender import render_views; "
+            f"render_views.main({str(out / 'job.json')!r})")
     result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=out)
     if result.returncode != 0:
         raise EvaluationError(f"Blender's render failed (exit {result.returncode}): {result.stderr[-2000:] or result.stdout[-2000:]}")
@@ -109,7 +110,9 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
     glb = run_dir / "mesh.glb"
     if not glb.is_file():
         raise EvaluationError(f"no mesh.glb in {run_dir}: the run made no mesh")
-    trainer = Trainer(config, run_dir).load()
+    trainer = Trainer(config, run_dir)
+    trainer.setup(resume=True)  # the field, guidance and cameras of the checkpoint; no training
+    trainer.close()
     if trainer.guidance_kind != "analytic":
         raise EvaluationError("asset-eval compares with the analytic prior's targets; this run used Stable Diffusion")
     ring, resolution = evaluation_ring(), config.preview_resolution
@@ -121,11 +124,13 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
         export_mesh(baseline, tmp, ("glb",), stem="vertex_colors")
         seconds["baseline_mesh"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        renders = render_in_blender([(glb, "asset"), (tmp / "vertex_colors.glb", "vertex_colors")], ring, resolution, PASSES, tmp, samples, python)
+        meshes = [(glb, "asset"), (tmp / "vertex_colors.glb", "vertex_colors")]
+        renders = render_in_blender(meshes, ring, resolution, PASSES, tmp, samples, python)
         seconds["blender"] = time.perf_counter() - tick
     tick = time.perf_counter()
     targets = trainer.guidance.targets
-    references = torch.stack([surface_albedo(target, ring, resolution, supersample) for target in targets.targets]).numpy()  # (K, V, R, R, 3)
+    references = torch.stack([surface_albedo(target, ring, resolution, supersample) for target in targets.targets])
+    references = references.numpy()  # (K, V, R, R, 3)
     settings = RenderSettings("albedo", fixed_light(ring), torch.ones(len(ring), 3))
     volumes = targets.render(ring, resolution, config.samples_per_ray, settings, config.scene_radius).numpy()  # (K, V, R, R, 3)
     seconds["references"] = time.perf_counter() - tick

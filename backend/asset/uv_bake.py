@@ -40,7 +40,8 @@ class UVMesh:
 def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int = 4) -> UVMesh:
     """One xatlas atlas of the mesh (V, 3), (F, 3), scaled to about `size` texels a side with
     `padding` texels between charts. Raises UnwrapError when xatlas returns no usable atlas."""
-    area = float(0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]]), axis=1).sum())
+    corner = vertices[faces[:, 0]]
+    area = float(0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - corner, vertices[faces[:, 2]] - corner), axis=1).sum())
     if not np.isfinite(area) or area <= 0:
         raise UnwrapError("the mesh has no area to unwrap")
     atlas = xatlas.Atlas()

@@ -46,7 +46,8 @@ def tiny_run(props, steps: int = 20, prompt: str = "a red torus"):
     out = Path(os.environ["DREAMTIME_TEST_TMP"]) / "runs"
     props.overrides = json.dumps({"encoding": "dense", "dense_resolution": 24, "mlp_hidden": 0, "lr": 0.05, "preview_resolution": 32,
                                   "device": "cpu", "out": str(out), "checkpoint_every": 0,
-                                  "blob_density": 5.0, "lambda_tv": 0.0, "mesh_smooth": 0.0, "texture_size": 256})  # over the CPU preset: a mesh from step 1
+                                  "blob_density": 5.0, "lambda_tv": 0.0, "mesh_smooth": 0.0,  # over the CPU preset: a mesh from step 1
+                                  "texture_size": 256})
 
 
 def process_gone(pid: int) -> bool:

@@ -19,6 +19,7 @@ def scenario_import_a_20k_face_textured_asset():
     import time
 
     import bpy
+
     from in_blender import install_extension
 
     addon = install_extension()
@@ -63,6 +64,7 @@ def scenario_import_a_20k_face_textured_asset():
 
 def scenario_foreign_and_broken_files():
     import bpy
+
     from in_blender import install_extension
 
     addon = install_extension()
@@ -94,8 +96,8 @@ def asset_files(tmp_path):
 
     from backend.asset import make_asset
     from backend.asset.export import export_asset
-    from backend.mesh import extract_mesh
     from backend.guidance.targets import targets_from_prompt
+    from backend.mesh import extract_mesh
 
     target = targets_from_prompt("a red torus")[0]
     mesh = extract_mesh(lambda p: -target.sdf_and_albedo(p)[0], lambda p: torch.zeros(len(p), 3), 128, 0.0)

@@ -25,7 +25,8 @@ from test_trainer import tiny_config
 REPO = Path(__file__).resolve().parents[2]
 CLI_FLAGS = [
     "--guidance", "analytic", "--device", "cpu", "--resolution", "16", "--preview-resolution", "16", "--samples-per-ray", "16",
-    "--encoding", "dense", "--dense-resolution", "16", "--mesh-resolution", "24", "--texture-size", "256", "--mesh-threshold", "1", "--quiet",
+    "--encoding", "dense", "--dense-resolution", "16", "--mesh-resolution", "24", "--texture-size", "256",
+    "--mesh-threshold", "1", "--quiet",
 ]
 
 

@@ -4,8 +4,8 @@ import pytest
 import trimesh
 
 from backend.asset.decimate import decimate
-from backend.mesh import extract_mesh
 from backend.guidance.targets import targets_from_prompt
+from backend.mesh import extract_mesh
 
 SHAPES = {"sphere": 2, "cube": 2, "torus": 0, "cone": 2, "cylinder": 2, "capsule": 2}  # Euler characteristic V - E + F
 

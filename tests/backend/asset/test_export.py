@@ -85,7 +85,8 @@ def test_no_temporary_files_are_left(asset, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.glb", "mesh.mtl", "mesh.obj", "mesh.ply", "mesh_albedo.png"]
 
 
-@pytest.mark.skipif(shutil.which("node") is None or not VALIDATOR.is_dir(), reason="node or the npm package gltf-validator (.tools/node) is missing")
+@pytest.mark.skipif(shutil.which("node") is None or not VALIDATOR.is_dir(),
+                    reason="node or the npm package gltf-validator (.tools/node) is missing")
 def test_the_khronos_gltf_validator_finds_no_errors(asset, tmp_path):
     for name, vertex_colors in (("textured", False), ("with_colours", True)):
         path = export_asset(asset, tmp_path / name, ("glb",), vertex_colors=vertex_colors)["glb"]

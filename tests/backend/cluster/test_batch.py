@@ -16,7 +16,8 @@ from backend.config import ConfigError
 REPO = Path(__file__).resolve().parents[3]
 TINY_FLAGS = [
     "--guidance", "analytic", "--steps", "10", "--resolution", "16", "--preview-resolution", "16", "--samples-per-ray", "16",
-    "--dense-resolution", "24", "--mesh-resolution", "32", "--texture-size", "256", "--preview-every", "5", "--checkpoint-every", "0", "--quiet",
+    "--dense-resolution", "24", "--mesh-resolution", "32", "--texture-size", "256",
+    "--preview-every", "5", "--checkpoint-every", "0", "--quiet",
 ]
 
 
