@@ -186,7 +186,7 @@ class Trainer:
         settings = self.step_settings(step, generator, cameras)
         out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, generator, cfg.scene_radius)
         t = torch.full((cfg.batch_size,), int(self.schedule[step]), dtype=torch.long, device=self.device)
-        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
+        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius, out["opacity"])
         losses = self.guidance.losses(out["rgb"], t, view)
         if cfg.lambda_tv > 0:
             losses["tv"] = cfg.lambda_tv * self.field.total_variation()

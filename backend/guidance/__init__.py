@@ -25,6 +25,7 @@ class View:
     n_samples: int  # samples per ray
     generator: torch.Generator  # the diffusion noise of this step
     radius: float = 1.0  # rays were sampled inside this sphere
+    opacity: torch.Tensor | None = None  # (B, H, W, 1) the render's opacity (with its gradient), when the guidance may use it
 
 
 def sds_latent_target_loss(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

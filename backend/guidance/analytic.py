@@ -46,24 +46,39 @@ class AnalyticGuidance:
         self.alphas_cumprod = alphas_cumprod  # (T,)
         self.guidance_scale = guidance_scale
 
-    def _images(self, targets: TargetSet, view: View) -> torch.Tensor:
-        images = targets.render(view.cameras, view.resolution, view.n_samples, view.settings, view.radius)  # (K, B, H, W, 3)
-        return (images * 2 - 1).flatten(2)  # (K, B, D) in [-1, 1]
+    def _images(self, targets: TargetSet, view: View, backgrounds: torch.Tensor | None) -> torch.Tensor:
+        """Target images (K, B, J*D) in [-1, 1]: over the view's background, or over each of the
+        J backgrounds (J, B, 3) side by side."""
+        if backgrounds is None:
+            images = targets.render(view.cameras, view.resolution, view.n_samples, view.settings, view.radius)  # (K, B, H, W, 3)
+            return (images * 2 - 1).flatten(2)
+        rgb, opacity = targets.render_layers(view.cameras, view.resolution, view.n_samples, view.settings, view.radius)
+        return torch.cat([((rgb + (1 - opacity) * b[:, None, None, :]) * 2 - 1).flatten(2) for b in backgrounds], dim=-1)
 
-    def eps_hat(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, view: View) -> torch.Tensor:
-        """Guided noise prediction (B, D) at x_t (B, D)."""
-        eps_cond = exact_eps(x_t, self._images(self.targets, view), self.targets.log_weights, alpha_bar)
+    def eps_hat(self, x_t: torch.Tensor, alpha_bar: torch.Tensor, view: View, backgrounds: torch.Tensor | None = None) -> torch.Tensor:
+        """Guided noise prediction (B, D) at x_t (B, D) (D: J pictures side by side, see `losses`)."""
+        eps_cond = exact_eps(x_t, self._images(self.targets, view, backgrounds), self.targets.log_weights, alpha_bar)
         if self.guidance_scale == 1.0:
             return eps_cond
-        eps_uncond = exact_eps(x_t, self._images(self.unconditional, view), self.unconditional.log_weights, alpha_bar)
+        eps_uncond = exact_eps(x_t, self._images(self.unconditional, view, backgrounds), self.unconditional.log_weights, alpha_bar)
         return classifier_free_guidance(eps_uncond, eps_cond, self.guidance_scale)
 
     def losses(self, rgb: torch.Tensor, t: torch.Tensor, view: View) -> dict[str, torch.Tensor]:
-        """SDS loss whose gradient w.r.t. the render (B, H, W, 3) is w(t) (eps_hat - eps)."""
-        x = (rgb * 2 - 1).flatten(1)  # (B, D)
+        """SDS loss whose gradient w.r.t. the render (B, H, W, 3) is w(t) (eps_hat - eps).
+
+        With the render's opacity (view.opacity) the render is judged over its background b and
+        over the complementary 1 - b at once, as one picture of twice the size (each with its own
+        noise), and the gradient is the mean of the two (the module docstring says why)."""
+        backgrounds = None
+        pictures = [rgb]
+        if view.opacity is not None and view.settings.background is not None:
+            b = view.settings.background  # (B, 3)
+            backgrounds = torch.stack([b, 1 - b])  # (2, B, 3)
+            pictures.append(rgb + (1 - view.opacity) * (1 - 2 * b)[:, None, None, :])  # the same field over 1 - b
+        x = torch.cat([(p * 2 - 1).flatten(1) for p in pictures], dim=1)  # (B, J*D)
         alpha_bar = self.alphas_cumprod[t]  # (B,)
         noise = torch.randn(x.shape, generator=view.generator).to(x.device)
         with torch.no_grad():
             x_t = alpha_bar[:, None].sqrt() * x + (1 - alpha_bar[:, None]).sqrt() * noise
-            grad = (1 - alpha_bar[:, None]) * (self.eps_hat(x_t, alpha_bar, view) - noise)
+            grad = (1 - alpha_bar[:, None]) * (self.eps_hat(x_t, alpha_bar, view, backgrounds) - noise) / len(pictures)
         return {"sds": sds_latent_target_loss(x, torch.nan_to_num(grad))}

@@ -71,21 +71,28 @@ class TargetSet:
 
     @torch.no_grad()
     def render(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings, radius: float = 1.0) -> torch.Tensor:
-        """Images (K, B, H, W, 3) of every target at the cameras, shading and background given.
+        """Images (K, B, H, W, 3) of every target at the cameras, shading and background given."""
+        rgb, opacity = self.render_layers(cameras, resolution, n_samples, settings, radius)
+        return rgb + (1 - opacity) * settings.background[:, None, None, :]
 
-        Rendered at the sample midpoints (no jitter), each shared geometry once, over black; then
-        tinted by the target's colour and composited over the background.
+    @torch.no_grad()
+    def render_layers(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every target over black (K, B, H, W, 3) and its opacity (K, B, H, W, 1): composite over
+        any background b as rgb + (1 - opacity) b.
+
+        Rendered at the sample midpoints (no jitter), each shared geometry once, then tinted by the
+        target's colour (settings.background is not used).
         """
-        images = []
+        images, opacities = [], []
         cache: dict[tuple, dict[str, torch.Tensor]] = {}
         for target, key in zip(self.targets, self.geometry_of):
             if key not in cache:
-                plain = RenderSettings(settings.shading, settings.light, torch.zeros_like(settings.background), settings.ambient)
+                plain = RenderSettings(settings.shading, settings.light, torch.zeros(len(cameras), 3, device=cameras.c2w.device), settings.ambient)
                 cache[key] = render(self.volumes[key], cameras, resolution, n_samples, plain, radius=radius)
             out = cache[key]
-            rgb = out["rgb"]  # (B, H, W, 3) composited over black, albedo 1 for single-colour targets
+            rgb = out["rgb"]  # (B, H, W, 3) over black, albedo 1 for single-colour targets
             if target.single_color is not None and settings.shading != "textureless":
                 rgb = rgb * torch.tensor(target.single_color, device=rgb.device)
-            background = settings.background[:, None, None, :]  # (B, 1, 1, 3)
-            images.append(rgb + (1 - out["opacity"]) * background)
-        return torch.stack(images)
+            images.append(rgb)
+            opacities.append(out["opacity"])
+        return torch.stack(images), torch.stack(opacities)
