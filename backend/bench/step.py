@@ -55,7 +55,8 @@ def floor_step(trainer, step: int) -> None:
     rgb = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 3),
                      generator=generator).to(device).requires_grad_(True)  # (B, H, W, 3)
     t = torch.full((cfg.batch_size,), int(trainer.schedule[step]), dtype=torch.long, device=device)
-    view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius)
+    opacity = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 1), generator=generator).to(device).requires_grad_(True)
+    view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius, opacity)
     sum(trainer.guidance.losses(rgb, t, view).values()).backward()
 
 

@@ -119,3 +119,14 @@ def test_colour_variants_share_one_voxel_grid_and_render_in_their_colours():
     for k, colour in enumerate(COLORS.values()):
         assert torch.allclose(images[k, 0, 16, 16], torch.tensor(colour), atol=0.02)
         assert torch.allclose(images[k, 0, 0, 0], torch.ones(3))  # white background in the corner
+
+
+def test_layers_composite_to_the_render_over_any_background():
+    targets = TargetSet(targets_from_prompt("a red cube or a blue sphere"), resolution=48)
+    ring = evaluation_ring(2)
+    background = torch.tensor([[0.2, 0.7, 0.1], [0.9, 0.9, 0.3]])
+    settings = RenderSettings("albedo", background=background)
+    rgb, opacity = targets.render_layers(ring, 16, 32, settings, radius=0.9)  # (K, V, H, W, 3), (K, V, H, W, 1)
+    assert rgb.shape == (2, 2, 16, 16, 3) and opacity.shape == (2, 2, 16, 16, 1)
+    assert torch.allclose(rgb + (1 - opacity) * background[:, None, None, :], targets.render(ring, 16, 32, settings, radius=0.9))
+    assert float(opacity[:, :, 8, 8].min()) > 0.99 and float(opacity[:, :, 0, 0].max()) < 0.01
