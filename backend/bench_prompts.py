@@ -65,10 +65,10 @@ def run_prompt(prompt: str, shape: str, colour: str | None, base: dict[str, Any]
             pass  # unreadable: run again
     from .trainer import Trainer
 
-    tick = time.perf_counter()
+    tick, cpu_tick = time.perf_counter(), time.process_time()
     trainer = Trainer(config, run_dir)
     trainer.run()
-    seconds = time.perf_counter() - tick
+    seconds, cpu_seconds = time.perf_counter() - tick, time.process_time() - cpu_tick
     metrics = trainer.metrics
     mesh = metrics.get("mesh", {})
     quality = metrics.get("quality", {})
@@ -89,7 +89,9 @@ def run_prompt(prompt: str, shape: str, colour: str | None, base: dict[str, Any]
         "psnr": quality.get("psnr"),
         "best_target": quality.get("best_target_name"),
         "sdf_switch": metrics.get("sdf_switch", []),
+        "chamfer_rel": mesh.get("chamfer_rel"),
         "seconds": round(seconds, 1),
+        "cpu_s": round(cpu_seconds, 1),  # CPU time of all threads: less sensitive than seconds to a shared machine
         "train_s": round(metrics.get("train_s", 0.0), 1),
         "config": json.loads(config.to_json()),
         "run_dir": str(run_dir),
@@ -117,8 +119,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"colour right {s['colour_ok']}/{s['colour_asked']}; {result['wall_s'] / 60:.1f} min, load average {result['load_before']} before, "
         f"{result['load_after']} after",
         "",
-        "| prompt | mesh | χ (largest / target) | colour: mean RGB of the largest component | nearest palette colour | PSNR (dB) | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| prompt | mesh | χ (largest / target) | colour: mean RGB of the largest component | nearest palette colour | PSNR (dB), best target | Chamfer / diag | seconds (CPU s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
         rgb = "—" if r["mean_rgb"] is None else "(" + ", ".join(f"{c:.2f}" for c in r["mean_rgb"]) + ")"
@@ -129,8 +131,9 @@ def markdown(result: dict[str, Any]) -> str:
         else:
             colour = f"{r['nearest_colour']} ({'right' if r['colour_ok'] else 'WRONG'})"
         euler = "—" if r["euler_largest"] is None else f"{r['euler_largest']} / {r['euler_target']}" + ("" if r["euler_ok"] else " (WRONG)")
-        psnr = "—" if r["psnr"] is None else f"{r['psnr']:.1f}"
-        lines.append(f"| {r['prompt']} | {'yes' if r['mesh'] else 'NO'} | {euler} | {rgb} | {colour} | {psnr} | {r['seconds']:.0f} |")
+        psnr = "—" if r["psnr"] is None else f"{r['psnr']:.1f}, {r['best_target']}"
+        chamfer = "—" if r.get("chamfer_rel") is None else f"{r['chamfer_rel']:.4f}"
+        lines.append(f"| {r['prompt']} | {'yes' if r['mesh'] else 'NO'} | {euler} | {rgb} | {colour} | {psnr} | {chamfer} | {r['seconds']:.0f} ({r['cpu_s']:.0f}) |")
     return "\n".join(lines) + "\n"
 
 
