@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(bench.add_parser("sensitivity", help="TP-SDS with m1, m2, s1, s2 across their slider ranges and W_d off"),
                   sensitivity=True)
     bench.add_parser("report", help="bench.json as Markdown tables").add_argument("bench_json")
-    from .bench_prompts import add_arguments as add_prompts_arguments
+    from .bench.prompts import add_arguments as add_prompts_arguments
 
-    add_prompts_arguments(bench.add_parser("prompts", help="every analytic shape without a colour and in two colours: mesh, χ, colour, PSNR, seconds"))
+    add_prompts_arguments(bench.add_parser("prompts",
+                                           help="every analytic shape without a colour and in two colours: mesh, χ, colour, PSNR, seconds"))
     return parser
 
 
@@ -233,7 +234,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.bench == "step":
         return bench_step.run(args)
     if args.bench == "prompts":
-        from . import bench_prompts
+        from .bench import prompts as bench_prompts
 
         return bench_prompts.run_cli(args)
     if args.bench == "report":

@@ -76,7 +76,8 @@ class TargetSet:
         return rgb + (1 - opacity) * settings.background[:, None, None, :]
 
     @torch.no_grad()
-    def render_layers(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def render_layers(self, cameras: Cameras, resolution: int, n_samples: int, settings: RenderSettings,
+                      radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Every target over black (K, B, H, W, 3) and its opacity (K, B, H, W, 1): composite over
         any background b as rgb + (1 - opacity) b.
 
@@ -87,7 +88,8 @@ class TargetSet:
         cache: dict[tuple, dict[str, torch.Tensor]] = {}
         for target, key in zip(self.targets, self.geometry_of):
             if key not in cache:
-                plain = RenderSettings(settings.shading, settings.light, torch.zeros(len(cameras), 3, device=cameras.c2w.device), settings.ambient)
+                black = torch.zeros(len(cameras), 3, device=cameras.c2w.device)
+                plain = RenderSettings(settings.shading, settings.light, black, settings.ambient)
                 cache[key] = render(self.volumes[key], cameras, resolution, n_samples, plain, radius=radius)
             out = cache[key]
             rgb = out["rgb"]  # (B, H, W, 3) over black, albedo 1 for single-colour targets

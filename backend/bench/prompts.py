@@ -6,23 +6,27 @@ came out, the Euler characteristic of its largest component against the shape's,
 mean vertex colour and the palette colour nearest to it (for a colourless prompt: the mode it
 picked), the evaluation ring's PSNR against the best target, and the run's seconds. Results go to
 `prompts.json` and `prompts.md` under --out; each run folder keeps `bench_run.json`, and a rerun
-with the same config reuses it.
+with the same config reuses it. `--jobs N` runs N generations at a time, one torch thread each
+(their seconds then share the CPU; CPU seconds are reported beside them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import GenerationConfig, preset_for
-from .run_folder import atomic_write_text
-from .targets import COLORS, SHAPES
+from ..config import GenerationConfig, preset_for
+from ..guidance.targets import COLORS, SHAPES
+from ..run_folder import atomic_write_text
 
 SHAPE_EULER = {"sphere": 2, "cube": 2, "torus": 0, "cone": 2, "cylinder": 2, "capsule": 2}  # χ of each analytic shape's surface
 # Two colours per shape, every palette colour at least once (black and white included: the hardest
@@ -63,7 +67,7 @@ def run_prompt(prompt: str, shape: str, colour: str | None, base: dict[str, Any]
                 return {**previous, "reused": True}
         except (OSError, ValueError):
             pass  # unreadable: run again
-    from .trainer import Trainer
+    from ..trainer import Trainer
 
     tick, cpu_tick = time.perf_counter(), time.process_time()
     trainer = Trainer(config, run_dir)
@@ -116,10 +120,12 @@ def markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     lines = [
         f"{s['prompts']} prompts, seed {result['seed']}: {s['meshes']}/{s['prompts']} meshes, χ right {s['euler_ok']}/{s['prompts']}, "
-        f"colour right {s['colour_ok']}/{s['colour_asked']}; {result['wall_s'] / 60:.1f} min, load average {result['load_before']} before, "
+        f"colour right {s['colour_ok']}/{s['colour_asked']}; {result['wall_s'] / 60:.1f} min ({result['jobs']} at a time), "
+        f"load average {result['load_before']} before, "
         f"{result['load_after']} after",
         "",
-        "| prompt | mesh | χ (largest / target) | colour: mean RGB of the largest component | nearest palette colour | PSNR (dB), best target | Chamfer / diag | seconds (CPU s) |",
+        "| prompt | mesh | χ (largest / target) | colour: mean RGB of the largest component | nearest palette colour "
+        "| PSNR (dB), best target | Chamfer / diag | seconds (CPU s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
@@ -133,7 +139,8 @@ def markdown(result: dict[str, Any]) -> str:
         euler = "—" if r["euler_largest"] is None else f"{r['euler_largest']} / {r['euler_target']}" + ("" if r["euler_ok"] else " (WRONG)")
         psnr = "—" if r["psnr"] is None else f"{r['psnr']:.1f}, {r['best_target']}"
         chamfer = "—" if r.get("chamfer_rel") is None else f"{r['chamfer_rel']:.4f}"
-        lines.append(f"| {r['prompt']} | {'yes' if r['mesh'] else 'NO'} | {euler} | {rgb} | {colour} | {psnr} | {chamfer} | {r['seconds']:.0f} ({r['cpu_s']:.0f}) |")
+        seconds = f"{r['seconds']:.0f} ({r['cpu_s']:.0f})"
+        lines.append(f"| {r['prompt']} | {'yes' if r['mesh'] else 'NO'} | {euler} | {rgb} | {colour} | {psnr} | {chamfer} | {seconds} |")
     return "\n".join(lines) + "\n"
 
 
@@ -156,11 +163,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated subset of the analytic shapes")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override on top of the device's preset (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="generations at a time (one torch thread each when > 1)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override on top of the device's preset (repeatable)")
+
+
+def quiet_worker() -> None:
+    """A pool worker: one torch thread, warnings only."""
+    import torch
+
+    torch.set_num_threads(1)
+    logging.getLogger("dreamtime").setLevel(logging.WARNING)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .run_setup import resolve_device
+    from ..run_setup import resolve_device
 
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
     unknown = [s for s in shapes if s not in SHAPE_EULER]
@@ -173,16 +190,22 @@ def run_cli(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     load_before = [round(v, 2) for v in os.getloadavg()]
     started = time.perf_counter()
-    rows = []
-    for index, (prompt, shape, colour) in enumerate(prompt_rows(shapes)):
-        run_dir = out / "runs" / f"{index:02d}-{prompt.replace(' ', '-')}"
-        rows.append(run_prompt(prompt, shape, colour, base, run_dir))
-        r = rows[-1]
-        print(f"{prompt}: mesh {'yes' if r['mesh'] else 'NO'}, χ {r['euler_largest']}, colour {r['nearest_colour']}, "
-              f"{r['psnr']:.1f} dB, {r['seconds']:.0f} s", flush=True)
+    jobs = [(prompt, shape, colour, base, out / "runs" / f"{index:02d}-{prompt.replace(' ', '-')}")
+            for index, (prompt, shape, colour) in enumerate(prompt_rows(shapes))]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=quiet_worker) as pool:
+            rows = list(pool.map(run_prompt, *zip(*jobs)))
+    else:
+        rows = [run_prompt(*job) for job in jobs]
+    for r in rows:
+        psnr = "—" if r["psnr"] is None else f"{r['psnr']:.1f} dB"
+        print(f"{r['prompt']}: mesh {'yes' if r['mesh'] else 'NO'}, χ {r['euler_largest']}, colour {r['nearest_colour']}, "
+              f"{psnr}, {r['seconds']:.0f} s")
     result = {
         "seed": args.seed,
         "overrides": parse_sets(args.set),
+        "jobs": args.jobs,
+        "cpu_count": os.cpu_count(),
         "device": device.type,
         "rows": rows,
         "summary": summary(rows),

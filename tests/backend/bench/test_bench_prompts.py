@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
-from backend.bench_prompts import SHAPE_EULER, nearest_colour, prompt_rows
-from backend.targets import COLORS, SHAPES, load_targets
+from backend.bench.prompts import SHAPE_EULER, nearest_colour, prompt_rows
+from backend.guidance.targets import COLORS, SHAPES, load_targets
 
 TINY = ["--set", "steps=4", "--set", "resolution=16", "--set", "preview_resolution=16", "--set", "samples_per_ray=16",
         "--set", "dense_resolution=32", "--set", "mesh_resolution=32"]
