@@ -6,6 +6,8 @@ import torch
 
 from backend.guidance import View, classifier_free_guidance, sds_latent_target_loss
 from backend.guidance.analytic import AnalyticGuidance, exact_eps, posterior_mean
+from backend.guidance.targets import COLORS
+from backend.renderer import RenderSettings
 from backend.schedule import scaled_linear_alphas_cumprod
 
 
@@ -104,8 +106,6 @@ class ColourDiscs:
 def _opacity_push(colours, t, with_opacity, n=100):
     """Mean dL/d(opacity) over the disc of a render that is the disc at opacity 0.3 in the modes' mean
     colour, over n random backgrounds (negative: SDS makes it more opaque)."""
-    from backend.renderer import RenderSettings
-
     guidance = AnalyticGuidance(ColourDiscs(colours), torch.tensor(scaled_linear_alphas_cumprod(), dtype=torch.float32))
     mask, colour = guidance.targets.mask, torch.tensor(colours).mean(0)
     generator, total = torch.Generator().manual_seed(0), 0.0
@@ -126,8 +126,6 @@ def test_a_translucent_blend_of_colour_modes_is_pushed_to_opacity():
     towards transparency. Judged over b and 1 - b at once, the mode no longer follows the background
     and the push is towards opacity (about a third as strong as for one target: the mode is still
     uncertain, and a blend of colours is none of them)."""
-    from backend.targets import COLORS
-
     eight, red = list(COLORS.values()), [COLORS["red"]]
     for t in (600, 300):
         assert _opacity_push(eight, t, with_opacity=False) > 0  # the cause: towards transparency
@@ -138,9 +136,6 @@ def test_a_translucent_blend_of_colour_modes_is_pushed_to_opacity():
 def test_the_complementary_picture_is_the_render_over_one_minus_b():
     """With the render's opacity, the loss sees [render over b, render over 1 - b]: for an opaque
     render equal to the one target, both halves are the target and the gradient vanishes at small t."""
-    from backend.renderer import RenderSettings
-    from backend.targets import COLORS
-
     guidance = AnalyticGuidance(ColourDiscs([COLORS["blue"]]), torch.tensor(scaled_linear_alphas_cumprod(), dtype=torch.float32))
     mask = guidance.targets.mask
     background = torch.tensor([[0.9, 0.2, 0.4]])
