@@ -46,7 +46,7 @@ def prompt_rows(shapes: list[str]) -> list[tuple[str, str, str | None]]:
     rows = []
     for shape in shapes:
         rows.append((f"a {shape}", shape, None))
-        rows += [(f"a {colour} {shape}", shape, colour) for colour in SHAPE_COLOURS[shape]]
+        rows += [(f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}", shape, colour) for colour in SHAPE_COLOURS[shape]]
     return rows
 
 
