@@ -27,6 +27,7 @@ REQUESTS: dict[str, tuple[str, ...]] = {
 # Events (backend -> add-on), with their required fields.
 EVENTS: dict[str, tuple[str, ...]] = {
     "ready": ("version", "device", "features"),
+    "phase": ("id", "phase", "message"),  # before the first step: "download" (+ bytes_done, bytes_total), "load"
     "progress": ("id", "step", "steps", "t", "loss", "eta_s"),
     "preview": ("id", "step", "path", "width", "height"),
     "mesh": ("id", "path", "n_vertices", "n_faces"),
@@ -93,8 +94,18 @@ def decode(line: str | bytes, allowed: dict[str, tuple[str, ...]] | None = None)
 
 
 # Constructors, one per event the backend sends.
-def ready(device: str, features: list[str]) -> dict[str, Any]:
-    return message("ready", version=PROTOCOL_VERSION, device=device, features=features)
+def ready(device: str, features: list[str], presets: dict[str, dict[str, Any]] | None = None,
+          auto_guidance: dict[str, str] | None = None) -> dict[str, Any]:
+    """`presets`: for each device this backend can run on, the config fields its preset sets (what a
+    request that leaves them out gets); `auto_guidance`: the guidance `auto` picks there. So the panel
+    can show the device, the steps and the guidance a run will have."""
+    extra = {name: value for name, value in (("presets", presets), ("auto_guidance", auto_guidance)) if value is not None}
+    return message("ready", version=PROTOCOL_VERSION, device=device, features=features, **extra)
+
+
+def phase(run_id: str, name: str, message_text: str, **extra: Any) -> dict[str, Any]:
+    """A long step before training: "download" (with bytes_done, bytes_total) or "load"."""
+    return message("phase", id=run_id, phase=name, message=message_text, **extra)
 
 
 def progress(run_id: str, step: int, steps: int, t: int, loss: float, eta_s: float) -> dict[str, Any]:

@@ -21,8 +21,10 @@ def resolve_guidance(config: GenerationConfig, device: torch.device) -> str:
     return "sd" if device.type == "cuda" else "analytic"
 
 
-def preflight(config: GenerationConfig) -> None:
-    """Cheap checks that need no model or grid: run them before making a run folder."""
+def preflight(config: GenerationConfig, model: bool = True) -> None:
+    """Checks to run before making a run folder: the config, the analytic prior's words, and (with
+    `model`) the SD model, which a hub id may have to download first: the server leaves that to the
+    run's own thread (find_model), so a download never holds up its requests."""
     config.validate()
     kind = resolve_guidance(config, resolve_device(config.device))
     if kind == "analytic":
@@ -34,10 +36,18 @@ def preflight(config: GenerationConfig) -> None:
             if config.targets:  # the targets, not the prompt, are what to fix
                 raise ConfigError("targets", str(exc)) from None
             raise
-    elif kind == "sd":
-        from .guidance.stable_diffusion import check_layout, resolve_model_folder
+    elif kind == "sd" and model:
+        find_model(config)
 
-        check_layout(resolve_model_folder(config.model))  # missing folder, layout, offline: TrainingError
+
+def find_model(config: GenerationConfig, on_progress=None, stop=None):
+    """The SD model's local folder, checked; a missing folder, a wrong layout, no network, a failed
+    or stopped download (code "cancelled") are each a TrainingError. on_progress(done, total) bytes."""
+    from .guidance.stable_diffusion import check_layout, resolve_model_folder
+
+    folder = resolve_model_folder(config.model, on_progress, stop)
+    check_layout(folder)
+    return folder
 
 
 def build_guidance(config: GenerationConfig, kind: str, device: torch.device):

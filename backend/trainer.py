@@ -92,6 +92,8 @@ class Trainer:
         log.info("run folder %s; device %s; guidance %s; schedule %s", self.run_dir, self.device, self.guidance_kind, cfg.schedule)
         if stale:
             log.info("removed %d temporary file(s) a stopped process left: %s", len(stale), ", ".join(p.name for p in stale))
+        if self.guidance_kind == "sd":  # seconds to minutes before the first step: say what is going on
+            self.on_event(protocol.phase(self.run_id, "load", f"Loading model {cfg.model}"))
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)

@@ -4,6 +4,8 @@ An extension (blender_manifest.toml; no bl_info). It never imports torch: genera
 backend process (client.py) that speaks the JSON-lines protocol of backend/protocol.py.
 """
 
+import atexit
+
 import bpy
 from bpy.app.handlers import persistent
 
@@ -24,6 +26,10 @@ def _after_load(_):
             scene.dreamtime.running, scene.dreamtime.status = False, "idle"
 
 
+def _at_exit():
+    client.stop_all(quitting=True)  # Blender is closing mid-run: the backend writes its checkpoint and mesh first
+
+
 def _draw_curves():
     for scene in bpy.data.scenes:
         schedule_curve.update(scene.dreamtime)
@@ -38,9 +44,11 @@ def register():
     bpy.app.handlers.load_pre.append(_before_load)
     bpy.app.handlers.load_post.append(_after_load)
     bpy.app.timers.register(_draw_curves, first_interval=0.0)  # blend data is writable only after register
+    atexit.register(_at_exit)
 
 
 def unregister():
+    atexit.unregister(_at_exit)
     client.stop_all()
     installer.stop()
     for handlers, function in ((bpy.app.handlers.load_pre, _before_load), (bpy.app.handlers.load_post, _after_load)):

@@ -1,14 +1,16 @@
 """Blender's side of the protocol (docs/ARCHITECTURE.md §3, §10): one backend run at a time.
 
-`start()` spawns the backend and sends `generate`; `pump()` is the `bpy.app.timers` callback that
-drains the reader thread's queue on the main thread, applies the events to `scene.dreamtime`,
-and returns the next interval (None when there is nothing left to watch). Nothing here waits on
-the backend. Finished processes get `shutdown` and are reaped by later pumps; a backend that
-dies, writes garbage or goes silent is reported in the panel state.
+`start()` opens the backend (backends.py) and sends `generate`; `pump()` is the `bpy.app.timers`
+callback that drains the reader thread's queue on the main thread, applies the events to
+`scene.dreamtime` (phases before the first step, progress, previews, the mesh, the end), and
+returns the next interval (None when there is nothing left to watch). Nothing here waits on the
+backend, but `stop_all()` (the add-on disabled, a file loaded, Blender quitting), which gives a
+run up to STOP_SECONDS to write its checkpoint and mesh. Finished processes get `shutdown` and are
+reaped by later pumps; a backend that dies, writes garbage or goes silent is reported in the panel state.
 
-About 380 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
+About 390 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
 cancel, the event handlers, reaping) reads best in one file; what stands alone is already apart
-(process.py, remote.py, probe.py, preview.py, mesh_import.py).
+(backends.py, process.py, remote.py, probe.py, doctor.py, backend_info.py, preview.py, mesh_import.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import uuid
 
 import bpy
 
-from . import backend_link, backend_python, mesh_import, preview, probe, remote
+from . import backend_info, backend_link, doctor, mesh_import, preview, probe
+from .backends import OFFLINE_HINT, BackendUnavailable, backend_env, online_access, open_backend, preferences
 from .process import BackendProcess
 
 PUMP_INTERVAL = 0.1  # s between pumps while anything runs (previews reach the image within it)
@@ -27,6 +30,7 @@ HANG_SECONDS = 120.0  # no event for this long: the panel says the backend seems
 CANCEL_SECONDS = 60.0  # cancel not answered with done within this: the backend is killed
 EXIT_SECONDS = 10.0  # after shutdown: kill if still alive
 EXIT_GRACE = 2.0  # after stdout closes: wait this long at most for the exit code and stderr's last lines
+STOP_SECONDS = 30.0  # disabling the add-on, loading a file or quitting mid-run: the backend's time to write its outputs
 NON_FATAL = {"busy", "no_run", "unsupported", "extract"}  # reported, the run goes on
 
 
@@ -38,51 +42,13 @@ class Run:
         self.hang_warned = False
         self.eof_at: float | None = None  # when stdout closed: the process is gone or going
         self.features: set[str] = set()  # from the backend's ready event
+        self.device = "the backend"  # from its ready event
+        self.phase = False  # a phase (download, load) is showing in the status line
 
 
 _run: Run | None = None
 _closing: list[tuple[BackendProcess, float]] = []  # sent shutdown at this time; reaped by pump
 _configs: dict[str, dict] = {}  # run id -> the config it was started with (for Reconnect)
-
-
-def preferences():
-    addon = bpy.context.preferences.addons.get(__package__)
-    return addon.preferences if addon else None
-
-
-def backend_python_path() -> tuple[str | None, str]:
-    prefs = preferences()
-    return backend_python.find_python(prefs.backend_python if prefs else "", prefs.venv_dir() if prefs else None)
-
-
-def new_process(python: str) -> BackendProcess:
-    return BackendProcess(python, backend_link.backend_root(), backend_link.protocol, preview.prepare).start()
-
-
-class BackendUnavailable(Exception):
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
-
-
-def open_backend() -> tuple[BackendProcess | remote.RemoteBackend, str]:
-    """Start the backend the preferences name (a local process, or a connection to a remote one)
-    and a name for it in messages; BackendUnavailable says why it cannot be started."""
-    prefs = preferences()
-    if prefs is not None and prefs.backend == "remote":
-        if not prefs.remote_host.strip():
-            raise BackendUnavailable("No remote host set.", "Set Host and Port in the add-on's preferences, or choose Local Process.")
-        connection = remote.RemoteBackend(prefs.remote_host, prefs.remote_port, prefs.remote_token, backend_link.protocol,
-                                          prefs.remote_cache_dir(), preview.prepare, prefs.remote_keepalive)
-        return connection.start(), f"remote backend at {connection.address}"
-    python, source = backend_python_path()
-    if python is None:
-        raise BackendUnavailable("No backend Python found.", backend_python.HOW_TO_INSTALL)
-    try:
-        return new_process(python), f"{python} ({source})"
-    except OSError as exc:
-        raise BackendUnavailable(f"Cannot start the backend with {python} ({source}): {exc}",
-                                 "Check Backend Python in the preferences.") from None
 
 
 def is_running() -> bool:
@@ -95,8 +61,8 @@ def supports(feature: str) -> bool:
 
 
 def busy() -> bool:
-    """Anything left for pump() to watch: a run, a backend test, or a process still exiting."""
-    return bool(_run or probe.active() or _closing or mesh_import.busy())
+    """Anything left for pump() to watch: a run, a backend test or its doctor, an import, or a process still exiting."""
+    return bool(_run or probe.active() or doctor.active() or _closing or mesh_import.busy())
 
 
 # ---------------------------------------------------------------------- requests
@@ -119,7 +85,8 @@ def start(scene: bpy.types.Scene) -> str | None:
     process.send(backend_link.protocol.message("generate", id=run_id, config=config))
     _run, _configs[run_id] = Run(process, scene, run_id, config), config
     props.running, props.status, props.run_id = True, "starting the backend", run_id
-    props.step, props.steps_total, props.t, props.loss, props.eta = 0, config.get("steps", 0), 0, 0.0, 0.0  # 0: the first progress says
+    steps = backend_info.expected_run(config, backend_info.known(preferences()))[1] or 0  # 0: the first progress says
+    props.step, props.steps_total, props.t, props.loss, props.eta = 0, steps, 0, 0.0, 0.0
     ensure_timer()
     return None
 
@@ -127,13 +94,19 @@ def start(scene: bpy.types.Scene) -> str | None:
 def test_backend() -> str:
     """"Test backend": start the backend the preferences name just to see its `ready` (probe.py);
     returns the status line, also shown in the preferences."""
-    if probe.active():
+    if probe.active() or doctor.active():
         return "a test is already running"
     try:
         process, name = open_backend()
     except BackendUnavailable as exc:
         return _backend_status(f"{exc} {exc.hint}")
-    status = probe.watch(process, name, _backend_status)
+    status = probe.watch(process, name, _backend_status, lambda event: backend_info.remember(preferences(), event))
+    if not isinstance(process, BackendProcess):
+        _doctor_report(None, ["Doctor: run `python -m backend doctor` on the remote backend's machine."])
+    elif _run is not None:
+        _doctor_report(None, ["Doctor: not while a generation runs (its timing would be off); Test again afterwards."])
+    else:
+        doctor.start(process.python, backend_link.backend_root(), backend_env(), _doctor_report)
     ensure_timer()
     return status
 
@@ -143,6 +116,12 @@ def _backend_status(text: str) -> str:
     if prefs is not None:
         prefs.backend_status = text
     return text
+
+
+def _doctor_report(result: dict | None, lines: list[str]) -> None:
+    prefs = preferences()
+    if prefs is not None:
+        prefs.doctor_lines = "\n".join(lines)
 
 
 def can_reconnect(scene: bpy.types.Scene) -> bool:
@@ -188,19 +167,39 @@ def extract() -> None:
         _run.extracts += 1
 
 
-def stop_all() -> None:
-    """Stop every backend now and reap it (unregister, file load). Blocks at most a few seconds."""
+def stop_all(quitting: bool = False) -> None:
+    """Stop every backend and reap it (unregister, file load, quit). A run is stopped as Cancel
+    stops it: the backend finishes its step and writes the checkpoint and mesh; this waits for
+    that, at most STOP_SECONDS, then ends the process. `quitting`: Blender is exiting (atexit),
+    its data may be gone: touch nothing of it."""
     global _run
     probe.cancel()
+    doctor.cancel()
     processes = [p for p, _ in _closing] + ([_run.process] if _run else [])
-    for process in processes:
-        process.stop(grace=1.0)
+    if _run is not None and not quitting:
+        _set(status=f"stopping: the backend writes the checkpoint and mesh (up to {STOP_SECONDS:.0f} s)")
+        _progress_cursor(True)
     if _run is not None:
-        _set(running=False, status="stopped")
+        print(f"DreamTime: stopping the run; the backend writes its checkpoint and mesh (waiting up to {STOP_SECONDS:.0f} s)")
+    deadline = time.monotonic() + STOP_SECONDS
+    for process in processes:
+        process.stop(grace=max(deadline - time.monotonic(), 0.5))
+    if _run is not None:
+        print(f"DreamTime: the backend has stopped (exit code {_run.process.returncode})")
+        if not quitting:
+            _progress_cursor(False)
+            _set(running=False, status="stopped: the run folder keeps its checkpoint and mesh")
     _run = None
     _closing.clear()
-    if bpy.app.timers.is_registered(pump):
+    if not quitting and bpy.app.timers.is_registered(pump):
         bpy.app.timers.unregister(pump)
+
+
+def _progress_cursor(on: bool) -> None:
+    """Blender's busy cursor while the main thread waits for the backend to finish writing."""
+    window_manager = getattr(bpy.context, "window_manager", None)
+    if window_manager is not None and window_manager.windows:
+        window_manager.progress_begin(0, 1) if on else window_manager.progress_end()
 
 
 # ---------------------------------------------------------------------- the timer
@@ -209,6 +208,7 @@ def pump() -> float | None:
     tested = probe.pump()
     if tested is not None:
         retire(tested)
+    doctor.pump()
     mesh_import.pump()
     if _run is not None:
         _pump_run(_run)
@@ -265,8 +265,14 @@ def _apply(run: Run, props, event: dict) -> None:
                   "Update the add-on and the backend together.")
             _end_run(kill=True)
             return
-        props.status, run.features = f"running on {event['device']}", set(event["features"])
+        run.features, run.device = set(event["features"]), event["device"]
+        props.status = f"running on {run.device}"
+        backend_info.remember(preferences(), event)
+    elif kind == "phase":  # downloading, loading the model: before the first step
+        props.status, run.phase = event["message"], True
     elif kind == "progress":
+        if run.phase:
+            props.status, run.phase = f"running on {run.device}", False
         props.step, props.steps_total, props.t = event["step"], event["steps"], event["t"]
         props.loss, props.eta = event["loss"] if event["loss"] is not None else float("nan"), event["eta_s"]
     elif kind == "preview":
@@ -281,8 +287,12 @@ def _apply(run: Run, props, event: dict) -> None:
         if event["code"] in NON_FATAL or event["id"] is None:
             props.warning = f"{event['message']} {event.get('hint', '')}".strip()
             run.extracts = max(run.extracts - (event["code"] in ("unsupported", "no_run", "extract")), 0)
+        elif event["code"] == "cancelled":  # cancelled before training (while downloading): not an error
+            props.running, props.status, props.warning = False, f"cancelled: {event['message']}", event.get("hint", "")
+            _end_run()
         else:
-            _fail(props, event["message"], event.get("hint", ""))
+            offline = event["code"] == "model_offline" and not online_access() and isinstance(run.process, BackendProcess)
+            _fail(props, event["message"], OFFLINE_HINT if offline else event.get("hint", ""))
             _end_run()
     elif kind == "log" and event["level"] in ("warning", "error"):
         props.warning = event["message"]

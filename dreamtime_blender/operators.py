@@ -8,7 +8,7 @@ from pathlib import Path
 from bpy.props import IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import client, installer, mesh_import
+from . import backends, client, installer, mesh_import
 
 
 class DREAMTIME_OT_generate(Operator):
@@ -123,7 +123,7 @@ class DREAMTIME_OT_install_backend(Operator):
     bl_label = "Install Backend"
 
     def execute(self, context):
-        prefs = client.preferences()
+        prefs = backends.preferences()
         if prefs is None:
             return {"CANCELLED"}
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import bpy
 from bpy.types import Panel, UIList
 
-from . import backend_python, client, preview, schedule_curve
+from . import backend_info, backend_python, backends, preview, schedule_curve
 
+OFFLINE_NOTE = (
+    "Allow Online Access is off (Preferences > System > Network): a hub model that is not downloaded yet cannot be fetched."
+)
 ANALYTIC_NOTE = (
     "Analytic prior: the offline demo prior. It knows only primitive shapes (sphere, cube, torus, cone, "
     "cylinder, capsule) and colours; use Stable Diffusion for free text."
@@ -38,18 +43,28 @@ class DREAMTIME_PT_main(_DreamTimePanel, Panel):
 
     def draw(self, context):
         layout, props = self.layout, context.scene.dreamtime
+        prefs = backends.preferences()
         layout.use_property_split = True
         layout.prop(props, "prompt")
         layout.prop(props, "negative_prompt")
         layout.prop(props, "seed")
         layout.prop(props, "steps")
         layout.prop(props, "guidance")
-        if props.guidance == "analytic":
+        try:
+            values = props.to_config(prefs)
+        except ValueError:  # Extra Config is not JSON: Generate says so
+            values = {}
+        info = backend_info.known(prefs)
+        guidance = backend_info.resolved_guidance(values, info)  # chosen, or what auto picks on the backend's device
+        if guidance == "analytic":
             _wrapped(layout, ANALYTIC_NOTE, "INFO")
+        local = prefs is None or prefs.backend == "local"
+        if guidance == "sd" and local and not backends.online_access() and not os.path.isdir(bpy.path.abspath(values.get("model", ""))):
+            _wrapped(layout, OFFLINE_NOTE, "INFO")
         layout.prop(props, "resolution")
-        prefs = client.preferences()
+        layout.label(text=backend_info.run_line(values, info), icon="PREFERENCES")
         remote = prefs is not None and prefs.backend == "remote"
-        if not remote and client.backend_python_path()[0] is None:
+        if not remote and backends.backend_python_path()[0] is None:
             _wrapped(layout.box(), backend_python.HOW_TO_INSTALL, "ERROR")
         row = layout.row(align=True)
         row.scale_y = 1.4

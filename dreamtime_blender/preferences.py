@@ -1,6 +1,7 @@
 """Add-on preferences (docs/ARCHITECTURE.md §9, §10): a local backend process (which Python runs it) or a remote
 backend (host, port, token); model, device, output folder; "Test backend" shows the backend's
-`ready` answer; "Install backend" makes a venv for it."""
+`ready` answer and, for a local one, its doctor's (device, libraries, a measured step); "Install
+backend" makes a venv for it with the torch build this machine's GPU needs (installer.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy.types import AddonPreferences
 
-from . import backend_link, backend_python, client, installer, remote
+from . import backend_info, backend_link, backend_python, backends, installer, remote
 
 DEVICE_LABELS = {"auto": ("Auto", "CUDA when available, else CPU"), "cpu": ("CPU", ""), "cuda": ("CUDA", "")}
 DEVICES = [(name, *DEVICE_LABELS[name]) for name in backend_link.config.CHOICES["device"]]  # the config's choices, labelled
@@ -52,6 +53,9 @@ class DreamTimePreferences(AddonPreferences):
                                 description="Say the backend seems stuck after this long without a word")
     backend_status: StringProperty(name="Backend Status")
     install_status: StringProperty(name="Install Status")
+    doctor_lines: StringProperty(name="Doctor", description="The backend doctor's answer, one line each")
+    backend_ready: StringProperty(name="Backend Ready", options={"HIDDEN"},
+                                  description="The last ready event of the backend (JSON): its device and presets")
 
     def venv_dir(self) -> Path:
         return user_dir() / "venv"
@@ -77,8 +81,13 @@ class DreamTimePreferences(AddonPreferences):
             self._draw_remote(layout)
         else:
             self._draw_local(layout)
+        info = backend_info.known(self)
+        if info is not None:
+            layout.label(text=f"Backend device: {info.get('device')}; features {', '.join(info.get('features') or [])}", icon="INFO")
         if self.backend_status:
             layout.label(text=self.backend_status)
+        for line in self.doctor_lines.splitlines():
+            layout.label(text=line)
         if self.install_status:
             layout.label(text=f"Install: {self.install_status}")
         layout.prop(self, "model")
@@ -99,7 +108,7 @@ class DreamTimePreferences(AddonPreferences):
 
     def _draw_local(self, layout) -> None:
         layout.prop(self, "backend_python")
-        python, source = client.backend_python_path()
+        python, source = backends.backend_python_path()
         box = layout.box()
         if python is None:
             for index, line in enumerate(_wrap(backend_python.HOW_TO_INSTALL)):
@@ -108,7 +117,9 @@ class DreamTimePreferences(AddonPreferences):
             box.label(text=f"Backend Python: {python} ({source})", icon="CHECKMARK")
         row = layout.row()
         row.operator("dreamtime.test_backend", icon="PLAY")
-        row.operator("dreamtime.install_backend", icon="IMPORT").enabled = not installer.running()
+        install = row.row()
+        install.enabled = not installer.running()  # greyed while an install runs
+        install.operator("dreamtime.install_backend", icon="IMPORT")
 
 
 def _wrap(text: str, width: int = 90) -> list[str]:

@@ -2,7 +2,8 @@
 
 `prepare(event)` runs on the client's reader thread and decodes the PNG a `preview` event names
 (png.py), so `apply(event)` on the main thread is one `pixels.foreach_set` and an update. The
-overlay is drawn with the `gpu` module; its shader is made lazily inside the draw callback
+overlay is drawn with the `gpu` module, with a builtin shader and a batch type (TRIS) that every
+GPU backend of Blender 4.2-5.x supports; its shader is made lazily inside the draw callback
 (there is no GPU context at register time, nor in background mode).
 """
 
@@ -15,6 +16,8 @@ from . import png
 IMAGE_NAME = "DreamTime Preview"
 OVERLAY_PIXELS = 256  # overlay size in the 3D View (longest side, before UI scale)
 MARGIN = 16
+QUAD_TRIANGLES = ((0, 1, 2), (0, 2, 3))  # the overlay's quad (corners counter-clockwise from lower left)
+SHADER = "IMAGE"  # a builtin shader every Blender 4.2-5.x GPU backend (OpenGL, Metal, Vulkan) has
 
 _handle = None
 _shader = None
@@ -70,12 +73,13 @@ def _draw() -> None:
     from gpu_extras.batch import batch_for_shader
 
     if _shader is None:
-        _shader = gpu.shader.from_builtin("IMAGE")
+        _shader = gpu.shader.from_builtin(SHADER)
     width, height = img.size
     scale = OVERLAY_PIXELS * bpy.context.preferences.system.ui_scale / max(width, height, 1)
     x0, y0, x1, y1 = MARGIN, MARGIN, MARGIN + width * scale, MARGIN + height * scale
-    batch = batch_for_shader(
-        _shader, "TRI_FAN", {"pos": ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), "texCoord": ((0, 0), (1, 0), (1, 1), (0, 1))}
+    batch = batch_for_shader(  # two triangles: TRI_FAN is deprecated, and Metal and Vulkan lack it
+        _shader, "TRIS", {"pos": ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), "texCoord": ((0, 0), (1, 0), (1, 1), (0, 1))},
+        indices=QUAD_TRIANGLES,
     )
     gpu.state.blend_set("ALPHA")
     _shader.bind()

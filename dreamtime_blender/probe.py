@@ -13,17 +13,17 @@ from typing import Any, Callable
 
 PROBE_SECONDS = 120.0  # torch's first import can be slow on a cold disk
 
-_probe = None  # (process, "python (source)", started, report)
+_probe = None  # (process, "python (source)", started, report, on_ready)
 
 
 def active() -> bool:
     return _probe is not None
 
 
-def watch(process: Any, name: str, report: Callable[[str], str]) -> str:
-    """Watch `process` (just started) for its `ready`; returns the status line it also reports."""
+def watch(process: Any, name: str, report: Callable[[str], str], on_ready: Callable[[dict], None] | None = None) -> str:
+    """Watch `process` (just started) for its `ready` (handed to `on_ready`); returns the status line it also reports."""
     global _probe
-    _probe = (process, name, time.monotonic(), report)
+    _probe = (process, name, time.monotonic(), report, on_ready or (lambda event: None))
     return report(f"starting {name} ...")
 
 
@@ -32,11 +32,12 @@ def pump() -> Any | None:
     global _probe
     if _probe is None:
         return None
-    process, name, started, report = _probe
+    process, name, started, report, on_ready = _probe
     items = process.drain()
     ready = [item for kind, item in items if kind == "event" and item["type"] == "ready"]
     if ready:
         event = ready[0]
+        on_ready(event)
         report(f"ready: protocol {event['version']}, device {event['device']}, features {', '.join(event['features'])}; {name}")
     elif lost := [item for kind, item in items if kind == "lost"]:  # a remote backend: refused or unreachable
         report(f"failed: {lost[0]['message']} {lost[0]['hint']}".strip())

@@ -19,6 +19,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 STDERR_LINES = 40  # stderr lines kept for an error's hint
+CREATE_NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # Windows: a subprocess opens no console window
+
+
+def popen_backend(python: str, root: Path, args: list[str], env: dict[str, str] | None = None, **pipes) -> subprocess.Popen:
+    """`python -m backend ARGS` with cwd and PYTHONPATH at the backend sources and no console window
+    on Windows; `env` is set over Blender's environment (minus its own Python's settings)."""
+    full = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONSTARTUP")}
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), full.get("PYTHONPATH", "")) if p)
+    full["PYTHONUNBUFFERED"] = "1"
+    full.update(env or {})
+    return subprocess.Popen([python, "-m", "backend", *args], cwd=root, env=full, creationflags=CREATE_NO_WINDOW, **pipes)
 
 
 def drain_queue(items: queue.Queue, limit: int) -> list:
@@ -33,9 +44,11 @@ def drain_queue(items: queue.Queue, limit: int) -> list:
 
 
 class BackendProcess:
-    def __init__(self, python: str, root: Path, protocol, prepare: Callable[[dict], None] | None = None):
-        """`protocol` is the backend's protocol module (backend_link.protocol in Blender)."""
-        self.python, self.root, self.protocol = python, Path(root), protocol
+    def __init__(self, python: str, root: Path, protocol, prepare: Callable[[dict], None] | None = None,
+                 env: dict[str, str] | None = None):
+        """`protocol` is the backend's protocol module (backend_link.protocol in Blender); `env`: variables
+        set for the backend (e.g. HF_HUB_OFFLINE)."""
+        self.python, self.root, self.protocol, self.env = python, Path(root), protocol, dict(env or {})
         self.prepare = prepare or (lambda event: None)
         self.items: queue.Queue = queue.Queue()
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
@@ -44,14 +57,8 @@ class BackendProcess:
         self._write_lock = threading.Lock()
 
     def start(self) -> "BackendProcess":
-        env = {key: value for key, value in os.environ.items() if key not in ("PYTHONHOME", "PYTHONSTARTUP")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.root), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "backend", "serve"],
-            cwd=self.root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-        )
+        self.proc = popen_backend(self.python, self.root, ["serve"], self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
         self.last_output = time.monotonic()
         threading.Thread(target=self._read_stdout, name="dreamtime-stdout", daemon=True).start()
         self._stderr_reader = threading.Thread(target=self._read_stderr, name="dreamtime-stderr", daemon=True)
@@ -126,16 +133,17 @@ class BackendProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
 
-    def stop(self, grace: float = 2.0) -> int | None:
-        """Close stdin (the backend cancels and exits), then terminate, then kill; always reaps."""
+    def stop(self, grace: float = 2.0, then: float = 2.0) -> int | None:
+        """Close stdin (the backend stops its run after the current step, writes its checkpoint and
+        mesh, and exits) and wait `grace` s for that; then terminate, then kill, `then` s each; always reaps."""
         if self.proc is None:
             return None
-        for step in (self._close_stdin, self.proc.terminate, self.proc.kill):
+        for step, wait in ((self._close_stdin, grace), (self.proc.terminate, then), (self.proc.kill, then)):
             if self.proc.poll() is not None:
                 break
             step()
             try:
-                self.proc.wait(grace)
+                self.proc.wait(wait)
             except subprocess.TimeoutExpired:
                 continue
         if self.proc.poll() is None:

@@ -14,10 +14,11 @@ renderer carry it back to the field. The scheduler's `alphas_cumprod` is the one
 w(t) and behind the TP-SDS schedule's W_d.
 
 Loading: a local folder is read with `local_files_only=True`; a hub id is looked up in the local
-Hugging Face cache first and downloaded (once) only when it is not there; `hub:ID` is a hub id
-even where a local folder has that name (what a remote client's model becomes, serve/remote_policy.py).
-With `weights="safetensors"` only safetensors files load (diffusers' and transformers'
-`use_safetensors=True`): a model that has only PyTorch pickles (`.bin`, unpickled on load) is refused. Every failure — missing
+Hugging Face cache first and downloaded (once) only when it is not there, by hub.py, which
+reports the bytes and can be stopped; `hub:ID` is a hub id even where a local folder has that
+name (what a remote client's model becomes, serve/remote_policy.py). With `weights="safetensors"`
+only safetensors files load (diffusers' and transformers' `use_safetensors=True`): a model that has
+only PyTorch pickles (`.bin`, unpickled on load) is refused. Every failure — missing
 folder, wrong layout, no network, unreadable weights — ends in one `TrainingError(code, message,
 hint)` (backend/errors.py), never a stack trace.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from ..cameras import Cameras
 from ..config import HUB_ID, HUB_PREFIX
 from ..errors import TrainingError
 from . import View, classifier_free_guidance, sds_latent_target_loss
+from .hub import Progress, cached_snapshot, complete_folder, download, first_line
 
 log = logging.getLogger("dreamtime")
 
@@ -105,20 +108,15 @@ def _error(code: str, message: str, hint: str = ""):
     return TrainingError(code, message, hint)
 
 
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0] if text else ''}"
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def resolve_model_folder(model: str) -> Path:
+def resolve_model_folder(model: str, on_progress: Progress | None = None, stop: threading.Event | None = None) -> Path:
     """The local diffusers folder for `model`: the folder itself, or a hub id's snapshot in the
-    Hugging Face cache (downloaded into it once, only if it is not cached and the hub is online)."""
+    Hugging Face cache, downloaded into it (once) only if it is not complete there and the hub is
+    online. A download reports `on_progress(done, total)` bytes and ends when `stop` is set (hub.py)."""
     if model.startswith(HUB_PREFIX):
         model_id = model[len(HUB_PREFIX):]
         if not HUB_ID.match(model_id):
             raise _error("model_not_found", f"{model_id!r} is not a hub id (ORG/NAME)", LAYOUT_HINT)
-        return _hub_snapshot(model_id)
+        return _hub_snapshot(model_id, on_progress, stop)
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -130,37 +128,28 @@ def resolve_model_folder(model: str) -> Path:
         )
     if not HUB_ID.match(model) or model.startswith("."):
         raise _error("model_not_found", f"no model folder at {model}", LAYOUT_HINT)
-    return _hub_snapshot(model)
+    return _hub_snapshot(model, on_progress, stop)
 
 
-def _hub_snapshot(model_id: str) -> Path:
-    from diffusers import StableDiffusionPipeline
+def _hub_snapshot(model_id: str, on_progress: Progress | None, stop: threading.Event | None) -> Path:
     from huggingface_hub import constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    skip = {"safety_checker": None, "feature_extractor": None, "image_encoder": None}  # never downloaded
-    try:
-        return Path(StableDiffusionPipeline.download(model_id, local_files_only=True, **skip))
-    except Exception as exc:  # not (completely) cached: fall through to the network
-        log.debug("%s is not in the local cache: %s", model_id, _first_line(exc))
-    not_here = "is not a local folder and not in the Hugging Face cache"
-    offline_hint = (
-        f"Run once with network to cache it, or download it where there is network (`hf download {model_id} "
-        "--local-dir DIR`) and pass --model DIR."
-    )
+    folder = cached_snapshot(model_id)
+    if folder is not None:
+        return folder
     if constants.HF_HUB_OFFLINE:
-        raise _error("model_offline", f"{model_id} {not_here}, and the hub is offline (HF_HUB_OFFLINE is set)", offline_hint)
-    log.info("downloading %s into the Hugging Face cache (once)", model_id)
-    try:
-        return Path(StableDiffusionPipeline.download(model_id, **skip))
-    except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise _error(
-            "model_not_found",
-            f"{model_id} is not a local folder, and the Hugging Face Hub has no such model or it is gated ({_first_line(exc)})",
-            "Check the id; for a gated model accept its licence on huggingface.co and log in with `hf auth login`. " + LAYOUT_HINT,
-        ) from None
-    except Exception as exc:
-        raise _error("model_offline", f"{model_id} {not_here}, and downloading it failed ({_first_line(exc)})", offline_hint) from None
+            "model_offline",
+            f"{model_id} is not a local folder and not in the Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE is set)",
+            f"Run once with network to cache it, or download it where there is network (`hf download {model_id} "
+            "--local-dir DIR`) and pass --model DIR.",
+        )
+    log.info("downloading %s into the Hugging Face cache (once)", model_id)
+    folder = download(model_id, on_progress, stop)
+    if not complete_folder(folder):
+        raise _error("model_layout", f"{model_id} has no complete Stable Diffusion pipeline (unet/, vae/, text_encoder/ with weights, "
+                                     "tokenizer/, scheduler/)", LAYOUT_HINT)
+    return folder
 
 
 def check_layout(folder: Path) -> None:
@@ -217,7 +206,7 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
             except Exception as exc:  # truncated safetensors, a foreign config, a missing file, ...
                 raise _error(
                     "model_corrupt",
-                    f"cannot load the {name} of {folder} ({_first_line(exc)})",
+                    f"cannot load the {name} of {folder} ({first_line(exc)})",
                     "The files may be incomplete or of another model type: download the model again, or rebuild it with make-model.",
                 ) from None
     finally:

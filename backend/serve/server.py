@@ -5,35 +5,48 @@ worker thread runs the Trainer. Events go out through a transport, one line each
 here stdout (the process's own fd 1 is pointed at stderr, so logs and any stray print, even from
 C code, land on stderr); over TCP, the attached connection (tcp_server.py), which reuses this
 Server whole. Nothing a client sends is fatal: a bad line becomes an `error` event with code
-"protocol". stdin EOF or `shutdown` cancels the run, waits for it, and exits 0. The server keeps
-the current run's latest progress, preview and mesh events and its end, for `attach`.
+"protocol", and every failure while preparing or running a run (the config, the prompt, the model:
+missing, not a pipeline, offline, a failed download, a failed load, out of memory) an `error` with
+its code and hint; the server goes on serving. stdin EOF, `shutdown`, SIGTERM or SIGINT cancel the
+run, wait until it has written its checkpoint and mesh, and exit 0. The server keeps the current
+run's latest phase, progress, preview and mesh events and its end, for `attach`.
+
+A request is checked on the request thread (config, preset, the analytic prior's words: quick);
+everything slow happens on the run's own thread, so `ping` and `cancel` are answered meanwhile:
+finding the SD model, downloading it (`phase` events with the bytes; cancel ends the download),
+loading it (a `load` phase), training.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import math
 import os
 import queue
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from .. import protocol
 from ..config import ConfigError, GenerationConfig, preset_for
+from ..errors import TrainingError
 from ..protocol import ProtocolError
+from .capabilities import demo_prior_notice, features, presets, sd_import_error
 from .lines import EOF, read_lines
 
 log = logging.getLogger("dreamtime.server")
 
-REPLAYED = ("progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
+REPLAYED = ("phase", "progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
+CONFIG_HINT = "Fix this field and generate again."
 
 
 def build_config(values: dict[str, Any]) -> GenerationConfig:
-    """A request's config over the preset of the device it resolves to; ConfigError names the field."""
+    """A request's config over the preset of the device it resolves to; ConfigError names the field.
+    Quick checks only: the SD model is found (maybe downloaded) on the run's thread."""
     from ..run_setup import preflight, resolve_device
 
     try:
@@ -42,20 +55,8 @@ def build_config(values: dict[str, Any]) -> GenerationConfig:
         config = GenerationConfig.from_dict({**preset_for(device.type), **values}).validate()
     except TypeError as exc:  # e.g. export given as a number
         raise ConfigError("config", str(exc)) from None
-    preflight(config)  # unknown analytic prompt words raise TargetError (a ValueError)
+    preflight(config, model=False)  # unknown analytic prompt words raise TargetError (a ValueError)
     return config
-
-
-def features() -> list[str]:
-    """What this backend can do, for the `ready` event."""
-    from ..trainer import Trainer
-
-    found = ["analytic", "cancel", "attach"]
-    if importlib.util.find_spec("backend.guidance.stable_diffusion") is not None:
-        found.append("sd")
-    if hasattr(Trainer, "request_extract"):
-        found.append("extract")
-    return found
 
 
 def _finite(value: Any) -> Any:
@@ -72,7 +73,7 @@ def _finite(value: Any) -> Any:
 @dataclass
 class ServedRun:
     id: str
-    trainer: Any
+    trainer: Any  # None until the model is found and the run folder made (on the run's thread)
     stop: threading.Event
     thread: threading.Thread
     finished: bool = False  # set before its done/error event goes out, so a client that saw it may start anew
@@ -109,7 +110,9 @@ class Server:
         self.transport = None if out is None else TextTransport(out)  # anything with write(event)
         self.device = device
         self.run: ServedRun | None = None
+        self.requests: queue.Queue = queue.Queue()  # stdio's; TCP feeds dispatch() a queue of its own
         self._features: list[str] | None = None
+        self._presets: tuple[dict, dict] = ({}, {})
 
     # ------------------------------------------------------------------ output
     def send(self, event: dict[str, Any]) -> None:
@@ -128,8 +131,8 @@ class Server:
 
     def ready(self) -> dict[str, Any]:
         if self._features is None:
-            self._features = features()
-        return protocol.ready(self.device, self._features)
+            self._features, self._presets = features(), presets()
+        return protocol.ready(self.device, self._features, *self._presets)
 
     def attach(self, transport: Any) -> None:
         """Send events to `transport` from now on (a TCP client), greeting it with `ready`."""
@@ -151,9 +154,12 @@ class Server:
     def serve(self, stdin_fd: int) -> int:
         """stdio: requests from `stdin_fd` until EOF or `shutdown`."""
         self.send(self.ready())
-        requests: queue.Queue = queue.Queue()
-        threading.Thread(target=_read_stdin, args=(stdin_fd, requests), name="stdin-reader", daemon=True).start()
-        return self.dispatch(requests)
+        threading.Thread(target=_read_stdin, args=(stdin_fd, self.requests), name="stdin-reader", daemon=True).start()
+        return self.dispatch(self.requests)
+
+    def stop(self) -> None:
+        """From a signal handler: end the loop as stdin EOF does (the run writes its outputs first)."""
+        self.requests.put(EOF)
 
     def dispatch(self, requests: queue.Queue) -> int:
         """Handle queued requests until EOF or `shutdown`; then cancel the run and wait for it."""
@@ -192,22 +198,22 @@ class Server:
 
     # ------------------------------------------------------------------ requests
     def generate(self, run_id: str, values: dict[str, Any]) -> None:
-        from ..errors import TrainingError
+        """Check the request and make its run folder here (quick); find the model (maybe download it),
+        load it and train on the run's thread."""
         from ..run_folder import new_run_dir
-        from ..trainer import Trainer
+        from ..run_setup import resolve_device, resolve_guidance
 
         if self.run is not None and not self.run.finished:
             self.error(run_id, "busy", f"run {self.run.id!r} is still running", "Cancel it or wait for its done event.")
             return
         try:
             config = build_config(values if self.policy is None else self.policy.apply(values))
-            run_dir = config.run_dir or new_run_dir(config.out, config.prompt, config.seed)
-            stop = threading.Event()
-            trainer = Trainer(config, run_dir, on_event=lambda event: self._run_event(run_id, event), stop=stop, run_id=run_id)
+            guidance = resolve_guidance(config, resolve_device(config.device))
+            made = None if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
         except ConfigError as exc:
-            self.error(run_id, "config", str(exc), "Fix this field and generate again.", field=exc.field)
+            self.error(run_id, "config", str(exc), CONFIG_HINT, field=exc.field)
             return
-        except TrainingError as exc:  # preflight: the model folder is missing or not a Stable Diffusion folder
+        except TrainingError as exc:  # a remote client's model the policy refuses
             self.error(run_id, exc.code, str(exc), exc.hint)
             return
         except ValueError as exc:  # the analytic prior cannot read the prompt
@@ -216,8 +222,14 @@ class Server:
         except OSError as exc:
             self.error(run_id, "output", f"cannot make the run folder: {exc}", "Choose a writable output folder.")
             return
-        self.run = run = ServedRun(run_id, trainer, stop, threading.Thread())
-        run.thread = threading.Thread(target=self._work, args=(run,), name=f"run-{run_id}")
+        except Exception as exc:  # never take the server down with a request
+            log.exception("generate %s: preparing the run failed", run_id)
+            self.error(run_id, "internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr).")
+            return
+        if guidance == "analytic":
+            self.send(protocol.message("log", id=run_id, level="warning", message=demo_prior_notice()))
+        self.run = run = ServedRun(run_id, None, threading.Event(), threading.Thread())
+        run.thread = threading.Thread(target=self._work, args=(run, config, guidance, made), name=f"run-{run_id}")
         run.thread.start()
 
     def _run_event(self, run_id: str, event: dict[str, Any]) -> None:
@@ -229,29 +241,68 @@ class Server:
                     run.finished, run.end = True, event
                 elif event["type"] in REPLAYED:
                     run.latest[event["type"]] = event
+                    if event["type"] == "progress":
+                        run.latest.pop("phase", None)  # training has begun: the phase is over
             self._write(event)
 
-    def _work(self, run: ServedRun) -> None:
-        from ..errors import TrainingError
-
+    def _work(self, run: ServedRun, config: GenerationConfig, guidance: str, made: Path | None) -> None:
+        """The run's thread: the model (found, maybe downloaded), the Trainer, the run; every failure
+        on the way is one error event. `made`: the run folder generate() made (removed again if the
+        run ends before training, still empty)."""
         failure = None
         try:
+            run.trainer = self._prepare(run, config, guidance, made)
             run.trainer.run()
         except TrainingError as exc:
             failure = (exc.code, str(exc), exc.hint, {})
         except ConfigError as exc:
-            failure = ("config", str(exc), "Fix this field and generate again.", {"field": exc.field})
+            failure = ("config", str(exc), CONFIG_HINT, {"field": exc.field})
+        except MemoryError:
+            step = getattr(run.trainer, "last_step", None)
+            failure = ("out_of_memory", f"the backend ran out of memory {'while preparing the run' if step is None else f'at step {step}'}",
+                       "Lower the resolution or the samples per ray, or close other programs.", {})
         except Exception as exc:  # never take the server down with a run
             log.exception("run %s failed", run.id)
             failure = ("internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr) and the run folder's log.txt.", {})
         finally:
             run.finished = True
+        if run.trainer is None and made is not None:
+            try:
+                made.rmdir()  # only if still empty
+            except OSError:
+                pass
         if failure is not None:
             code, text, hint, extra = failure
             event = protocol.message("error", id=run.id, code=code, message=text, hint=hint, **extra)
             with self._out_lock:
                 run.end = event
                 self._write(event)
+
+    def _prepare(self, run: ServedRun, config: GenerationConfig, guidance: str, made: Path | None):
+        """The Trainer of a checked request, once its model is here (phase events while it downloads)."""
+        from ..guidance.hub import size_text
+        from ..run_setup import find_model
+        from ..trainer import Trainer
+
+        def on_event(event: dict[str, Any]) -> None:
+            self._run_event(run.id, event)
+
+        if guidance == "sd":
+            reason = sd_import_error()
+            if reason is not None:
+                raise TrainingError("sd_unavailable", f"Stable Diffusion cannot run in this backend: {reason}",
+                                    "Install the backend's requirements (pip install diffusers transformers; the add-on's Install "
+                                    "backend does), or choose the analytic guidance.")
+
+            def downloading(done: int, total: int) -> None:
+                on_event(protocol.phase(run.id, "download", f"Downloading {config.model} {size_text(done, total)}",
+                                        bytes_done=done, bytes_total=total))
+
+            find_model(config, downloading, run.stop)
+            if run.stop.is_set():
+                raise TrainingError("cancelled", f"cancelled before loading {config.model}; nothing was trained",
+                                    "The model is in the cache now: the next run starts from loading it.")
+        return Trainer(config, made or config.run_dir, on_event=on_event, stop=run.stop, run_id=run.id)
 
     def replay(self, run_id: str) -> None:
         """`attach`: the run's latest progress, preview and mesh, then its done/error if it ended."""
@@ -267,6 +318,9 @@ class Server:
     def extract(self, run_id: str) -> None:
         if not self._active(run_id):
             self.error(run_id, "no_run", f"extract: no active run {run_id!r}", "Extract works while a run is going.")
+        elif self.run.trainer is None:
+            self.error(run_id, "extract", "extract: the run has not begun training yet (its model is still being prepared)",
+                       "Extract once the first steps are done.")
         elif not hasattr(self.run.trainer, "request_extract"):
             self.error(run_id, "unsupported", "extract is not supported yet by this backend",
                        "The mesh is written when the run ends or is cancelled.")
@@ -309,4 +363,7 @@ def main() -> int:
     out = _protocol_stdout()
     device = resolve_device("auto").type
     log.info("DreamTime backend serving protocol %d on %s", protocol.PROTOCOL_VERSION, device)
-    return Server(out, device).serve(sys.stdin.fileno())
+    server = Server(out, device)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # as stdin EOF: the run stops after its step and writes its outputs
+        signal.signal(sig, lambda *_: server.stop())
+    return server.serve(sys.stdin.fileno())

@@ -48,7 +48,7 @@ MAX_QUEUED_EVENTS = 20_000  # events waiting for a client that does not read: it
 MIN_TOKEN_CHARS = 16
 KEEPALIVE_SECONDS = 20  # a silently vanished peer is noticed within about 2x this
 IDLE_SECONDS = 600.0  # an attached client that sends nothing for this long is closed (serve --idle-timeout)
-FLUSH_SECONDS = 5.0  # a last event (idle) waits this long to go out before the connection closes
+FLUSH_SECONDS = 5.0  # a last event (idle, a stopped run's done) waits this long to go out before the connection closes
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -164,6 +164,7 @@ class TcpServer:
         finally:
             self.listener.close()
             if self.client is not None:
+                self.client.flush()  # the stopped run's last events (mesh, done) reach the client
                 self.client.close()
 
     def stop(self) -> None:

@@ -3,7 +3,7 @@
 
 Helpers for scenarios: install_extension() installs the built zip into the temporary HOME and
 enables it, the way a user does; pump_until() drives client.pump() by hand (timers do not run
-headless), bounded in time.
+headless), bounded in time; fake_backend() makes the add-on spawn a stand-in backend.
 """
 
 import importlib
@@ -48,6 +48,17 @@ def tiny_run(props, steps: int = 20, prompt: str = "a red torus"):
                                   "device": "cpu", "out": str(out), "checkpoint_every": 0,
                                   "blob_density": 5.0, "lambda_tv": 0.0, "mesh_smooth": 0.0,  # over the CPU preset: a mesh from step 1
                                   "texture_size": 256})
+
+
+def fake_backend(addon, source: str) -> Path:
+    """Make the add-on spawn `source` as the backend's `__main__` (a `backend` package in a temporary
+    folder, so it wins over a real backend on PYTHONPATH); the folder."""
+    root = Path(os.environ["DREAMTIME_TEST_TMP"]) / "fake"
+    (root / "backend").mkdir(parents=True, exist_ok=True)
+    (root / "backend" / "__init__.py").write_text("")
+    (root / "backend" / "__main__.py").write_text(source)
+    addon.backend_link.backend_root = lambda: root
+    return root
 
 
 def process_gone(pid: int) -> bool:

@@ -26,10 +26,10 @@ TINY = dict(
 class Backend:
     """A serve subprocess with its stdout read on a thread, so every wait is bounded."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, env: dict | None = None):
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log
+            [sys.executable, "-m", "backend", "serve"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env
         )
         self.events: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
