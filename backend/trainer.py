@@ -29,7 +29,7 @@ from . import protocol
 from .artifacts import RunArtifacts
 from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .config import GenerationConfig
+from .config import HUB_PREFIX, GenerationConfig
 from .errors import TrainingError
 from .field import NeRFField
 from .guidance import View
@@ -93,7 +93,7 @@ class Trainer:
         if stale:
             log.info("removed %d temporary file(s) a stopped process left: %s", len(stale), ", ".join(p.name for p in stale))
         if self.guidance_kind == "sd":  # seconds to minutes before the first step: say what is going on
-            self.on_event(protocol.phase(self.run_id, "load", f"Loading model {cfg.model}"))
+            self.on_event(protocol.phase(self.run_id, "load", f"Loading model {cfg.model.removeprefix(HUB_PREFIX)}"))
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import protocol
-from ..config import ConfigError, GenerationConfig, preset_for
+from ..config import HUB_PREFIX, ConfigError, GenerationConfig, preset_for
 from ..errors import TrainingError
 from ..protocol import ProtocolError
 from .capabilities import demo_prior_notice, features, presets, sd_import_error
@@ -294,13 +294,15 @@ class Server:
                                     "Install the backend's requirements (pip install diffusers transformers; the add-on's Install "
                                     "backend does), or choose the analytic guidance.")
 
+            name = config.model.removeprefix(HUB_PREFIX)
+
             def downloading(done: int, total: int) -> None:
-                on_event(protocol.phase(run.id, "download", f"Downloading {config.model} {size_text(done, total)}",
+                on_event(protocol.phase(run.id, "download", f"Downloading {name} {size_text(done, total)}",
                                         bytes_done=done, bytes_total=total))
 
             find_model(config, downloading, run.stop)
             if run.stop.is_set():
-                raise TrainingError("cancelled", f"cancelled before loading {config.model}; nothing was trained",
+                raise TrainingError("cancelled", f"cancelled before loading {name}; nothing was trained",
                                     "The model is in the cache now: the next run starts from loading it.")
         return Trainer(config, made or config.run_dir, on_event=on_event, stop=run.stop, run_id=run.id)
 

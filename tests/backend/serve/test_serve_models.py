@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub
-from test_tcp_server import TOKEN, connect
 
 from backend.config import CPU_PRESET
 from backend.guidance.make_model import make_model
 
 from test_server import REPO, TINY, Backend
+from test_tcp_server import TOKEN, connect
 
 TINY_SD = {**TINY, "guidance": "sd", "steps": 3, "resolution": 32, "preview_every": 0, "checkpoint_every": 0}
 
