@@ -25,14 +25,17 @@ TINY_SD = {**TINY, "guidance": "sd", "steps": 3, "resolution": 32, "preview_ever
 
 
 class TcpBackend:
-    """`serve --listen` on a free port and one authenticated client past its ready event."""
+    """`serve --listen` on a free port (run folders under FOLDER/runs, models under FOLDER/models, as
+    remote_policy.py wants) and one authenticated client past its ready event."""
 
     def __init__(self, folder: Path, env: dict):
         (folder / "token").write_text(TOKEN + "\n")
         (folder / "token").chmod(0o600)
+        (folder / "models").mkdir(exist_ok=True)
         self.log = open(folder / "stderr.txt", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--listen", "127.0.0.1:0", "--token-file",
-                                      str(folder / "token")], cwd=REPO, stdout=subprocess.PIPE, stderr=self.log, env=env)
+                                      str(folder / "token"), "--out", str(folder / "runs"), "--models", str(folder / "models")],
+                                     cwd=REPO, stdout=subprocess.PIPE, stderr=self.log, env=env)
         line = self.proc.stdout.readline().decode()
         assert line.startswith("listening on 127.0.0.1:"), (line, (folder / "stderr.txt").read_text())
         self.client = connect(int(line.rsplit(":", 1)[1]))
@@ -72,6 +75,11 @@ def open_backend(transport: str, tmp_path: Path, env: dict):
     return backend, ready
 
 
+def remote(transport: str, config: dict) -> dict:
+    """A config as a client of `transport` may send it: over TCP the server chooses the run folder."""
+    return {k: v for k, v in config.items() if k not in ("out", "run_dir")} if transport == "tcp" else config
+
+
 def answered(backend, kind: str, timeout: float = 30.0) -> list[dict]:
     """Events up to the first of `kind`; a run's phase, log and progress events may come first."""
     events = backend.until(kind, timeout)
@@ -86,20 +94,23 @@ def tiny_model(tmp_path_factory):
 
 @pytest.mark.parametrize("transport", ["stdio", "tcp"])
 def test_every_model_failure_is_an_error_event_and_ping_is_answered_after_it(transport, tmp_path, tiny_model):
-    corrupt = shutil.copytree(tiny_model, tmp_path / "corrupt")
+    models = tmp_path / "models"  # over TCP a local model is named relative to the server's --models root
+    corrupt = shutil.copytree(tiny_model, models / "corrupt")
     weights = corrupt / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    (tmp_path / "empty").mkdir()
+    (models / "empty").mkdir()
     backend, _ = open_backend(transport, tmp_path, hub_env(tmp_path, HF_HUB_OFFLINE="1"))
+    named = (lambda name: name) if transport == "tcp" else (lambda name: str(models / name))
     cases = [
-        (str(tmp_path / "nowhere"), "model_not_found", "no model folder at"),
-        (str(tmp_path / "empty"), "model_layout", "no model_index.json"),
+        (named("nowhere"), *(("model_offline", "HF_HUB_OFFLINE") if transport == "tcp" else ("model_not_found", "no model folder at"))),
+        (named("empty"), "model_layout", "no model_index.json"),
         ("acme/never-cached", "model_offline", "HF_HUB_OFFLINE"),
-        (str(corrupt), "model_corrupt", "cannot load the unet"),
+        (named("corrupt"), "model_corrupt", "cannot load the unet"),
+        ("../../etc", *(("config", "must be a hub id") if transport == "tcp" else ("model_not_found", "no model folder at"))),
     ]
     try:
         for index, (model, code, words) in enumerate(cases):
-            backend.send("generate", id=f"m{index}", config={**TINY_SD, "model": model, "out": str(tmp_path / "runs")})
+            backend.send("generate", id=f"m{index}", config=remote(transport, {**TINY_SD, "model": model, "out": str(tmp_path / "runs")}))
             event = answered(backend, "error")[-1]
             assert (event["id"], event["code"]) == (f"m{index}", code) and words in event["message"] and event["hint"], event
             backend.send("ping")
@@ -143,7 +154,7 @@ def test_ping_and_cancel_are_answered_during_a_download_and_cancel_stops_it(tran
     backend, _ = open_backend(transport, tmp_path, hub_env(tmp_path, HF_ENDPOINT=hub.url))
     out = tmp_path / "runs"
     try:
-        backend.send("generate", id="slow", config={**TINY_SD, "model": "acme/slow", "out": str(out)})
+        backend.send("generate", id="slow", config=remote(transport, {**TINY_SD, "model": "acme/slow", "out": str(out)}))
         weights = "GET /acme/slow/resolve/" + hub.sha("acme/slow") + "/unet/diffusion_pytorch_model.safetensors"
         while (event := backend.next())["type"] != "phase" or not event["bytes_done"] or weights not in hub.requests:
             assert event["type"] in ("phase", "log"), event  # until the big file is on its way
@@ -164,7 +175,7 @@ def test_ping_and_cancel_are_answered_during_a_download_and_cancel_stops_it(tran
         failed = []
         for index, model in enumerate(("acme/missing", "acme/no-pipeline")):  # downloads that fail: the Hub says no
             hub.add("acme/no-pipeline", {"README.md": b"not a pipeline"})
-            backend.send("generate", id=f"f{index}", config={**TINY_SD, "model": model, "out": str(out)})
+            backend.send("generate", id=f"f{index}", config=remote(transport, {**TINY_SD, "model": model, "out": str(out)}))
             failed.append(answered(backend, "error")[-1])
             backend.send("ping")
             answered(backend, "pong", timeout=5)
@@ -183,7 +194,8 @@ def test_sigterm_mid_run_writes_the_checkpoint_and_mesh_before_exit(transport, t
     backend, _ = open_backend(transport, tmp_path, None)
     run_dir = tmp_path / "run"
     try:
-        backend.send("generate", id="term", config={**TINY, "steps": 2000, "checkpoint_every": 0, "run_dir": str(run_dir)})
+        backend.send("generate", id="term", config=remote(transport, {**TINY, "steps": 2000, "checkpoint_every": 0,
+                                                                      "run_dir": str(run_dir)}))
         events = backend.until("progress")
         backend.proc.send_signal(signal.SIGTERM)
         events += backend.until("done", timeout=60)
@@ -194,6 +206,8 @@ def test_sigterm_mid_run_writes_the_checkpoint_and_mesh_before_exit(transport, t
     assert notice and notice[0]["level"] == "warning" and "offline demo prior" in notice[0]["message"]  # auto on a CPU: analytic
     outputs = events[-1]["outputs"]
     assert 0 < outputs["steps_done"] < 2000 and outputs["stopped_at"] == outputs["steps_done"]
+    if transport == "tcp":  # the server named the folder, relative to its output root
+        run_dir = tmp_path / "runs" / outputs["run_dir"]
     assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "mesh.glb").is_file()
 
 
