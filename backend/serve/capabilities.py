@@ -3,13 +3,22 @@ features and per-device presets, and the notice that the analytic prior is a dem
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import threading
 from typing import Any
 
 from ..config import DEVICES, ConfigError, preset_for
 
 
+def check_sd_meanwhile() -> None:
+    """Start sd_import_error() on a thread, so importing diffusers (seconds: it pulls in torch's
+    compiler stack) overlaps the server's own start instead of following it; `ready` waits for it."""
+    threading.Thread(target=sd_import_error, name="sd-import-check", daemon=True).start()
+
+
+@functools.cache
 def sd_import_error() -> str | None:
     """Why Stable Diffusion cannot run here (diffusers or transformers does not import), or None."""
     for name in ("diffusers", "transformers"):

@@ -35,7 +35,7 @@ from .. import protocol
 from ..config import HUB_PREFIX, ConfigError, GenerationConfig, preset_for
 from ..errors import TrainingError
 from ..protocol import ProtocolError
-from .capabilities import demo_prior_notice, features, presets, sd_import_error
+from .capabilities import check_sd_meanwhile, demo_prior_notice, features, presets, sd_import_error
 from .lines import EOF, read_lines
 
 log = logging.getLogger("dreamtime.server")
@@ -363,6 +363,7 @@ def main() -> int:
     from ..run_setup import resolve_device
 
     out = _protocol_stdout()
+    check_sd_meanwhile()  # after fd 1 points at stderr: whatever an import prints stays off the protocol
     device = resolve_device("auto").type
     log.info("DreamTime backend serving protocol %d on %s", protocol.PROTOCOL_VERSION, device)
     server = Server(out, device)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import protocol
+from .capabilities import check_sd_meanwhile
 from .lines import EOF, read_lines
 from .remote_policy import RemotePolicy
 from .server import Server, event_line
@@ -330,6 +331,7 @@ def main(listen_at: str, token_file: str | None, out: str | None = None, models:
     bound_host, bound_port = tcp.address
     print(f"listening on {bound_host}:{bound_port}", flush=True)
     os.dup2(2, 1)  # from here on stray prints go to stderr, as with stdio serve
+    check_sd_meanwhile()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: tcp.stop())
     log.info("DreamTime backend serving protocol %d on %s:%d (%s)", protocol.PROTOCOL_VERSION, bound_host, bound_port,
