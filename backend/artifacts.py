@@ -109,13 +109,30 @@ class RunArtifacts:
 
     def asset_of(self, mesh):
         """The artist's asset of a marching-cubes mesh: decimated to mesh_faces, its texture baked from
-        the field's albedo (backend/asset); a failed atlas leaves vertex colours and a warning."""
+        the field's albedo (backend/asset), in the field's frame; a failed atlas leaves vertex colours and a warning."""
         from .asset import make_asset, numpy_albedo
 
         asset = make_asset(mesh, numpy_albedo(self.field.albedo, self.device), self.config.mesh_faces, self.config.texture_size)
         if asset.warning:
             self.on_event(protocol.log("warning", asset.warning))
         return asset
+
+    def in_source_frame(self, asset):
+        """The asset as exported: in the init mesh's own frame when the run started from one (init_mesh.py),
+        so it lands where the source was (outputs' `mesh_frame` says "source"); else as it is. Baked in the
+        field's frame first: the texture and UVs do not move, only the vertices (a uniform scale and a shift)."""
+        from dataclasses import replace
+
+        from .init_mesh import to_source_frame
+
+        frame = self.metrics.get("init_mesh", {}).get("frame")
+        if not frame:
+            return asset
+        self.outputs["mesh_frame"] = "source"
+        uv_mesh = asset.uv_mesh
+        if uv_mesh is not None:
+            uv_mesh = replace(uv_mesh, vertices=uv_mesh.vertices / frame["scale"] + np.asarray(frame["center"]))
+        return replace(asset, mesh=to_source_frame(asset.mesh, frame), uv_mesh=uv_mesh)
 
     def extract_now(self, step: int) -> None:
         """A mid-run asset in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
@@ -127,7 +144,8 @@ class RunArtifacts:
         except MeshError as exc:
             self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
             return
-        path = export_asset(asset, self.run_dir / "extracts" / f"step_{step:05d}", ("glb",), vertex_colors=self.config.vertex_colors)["glb"]
+        folder = self.run_dir / "extracts" / f"step_{step:05d}"
+        path = export_asset(self.in_source_frame(asset), folder, ("glb",), vertex_colors=self.config.vertex_colors)["glb"]
         self.on_event(protocol.mesh(self.run_id, str(path), len(asset.mesh.vertices), len(asset.mesh.faces)))
 
     def extract_mesh(self, formats: tuple[str, ...]) -> dict[str, Path]:
@@ -148,7 +166,7 @@ class RunArtifacts:
         asset = self.asset_of(extracted)
         self.mesh = asset.mesh
         tick = time.perf_counter()
-        paths = export_asset(asset, self.run_dir, formats, vertex_colors=self.config.vertex_colors)
+        paths = export_asset(self.in_source_frame(asset), self.run_dir, formats, vertex_colors=self.config.vertex_colors)
         seconds.update(asset.seconds, export=time.perf_counter() - tick)
         self.metrics["mesh"].update({
             "n_vertices": len(self.mesh.vertices), "n_faces": len(self.mesh.faces), "euler": int(self.mesh.euler_number),

@@ -25,7 +25,7 @@ CONFIG_FLAGS = {
     "dense_resolution": int, "mlp_hidden": int, "lambda_tv": float, "sdf_after": float, "mesh_threshold": float,
     "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "mesh_faces": int,
     "texture_size": int, "export": str,
-    "out": str, "run_dir": str, "device": str, "precision": str,
+    "out": str, "run_dir": str, "device": str, "precision": str, "init_mesh": str, "strength": float, "variations": int,
 }
 
 
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-wd", action="store_true", help="drop W_d from the TP-SDS weight")
     gen.add_argument("--low-vram", action="store_true", help="sd: CPU offload and attention slicing")
     gen.add_argument("--vertex-colors", action="store_true", help="also store per-vertex colours in the GLB and OBJ")
-    gen.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    gen.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a run from its checkpoint; with --steps M above its steps, refine it to M in a new folder beside it")
+    gen.add_argument("--ray-address", help="--variations as Ray tasks on this cluster (auto or HOST:PORT)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.epilog = "options: " + " ".join("--" + n.replace("_", "-") for n in CONFIG_FLAGS)
 
@@ -136,7 +138,12 @@ def run_generate(args: argparse.Namespace) -> int:
     from .run_setup import preflight
     from .trainer import Trainer
 
-    if args.resume:
+    if args.resume and args.steps is not None:  # a refine (refine.py): a new folder beside the run
+        from .refine import prepare_refine
+
+        config = prepare_refine(args.resume, args.steps)
+        run_dir = Path(config.run_dir)
+    elif args.resume:
         run_dir = Path(args.resume)
         try:
             config = GenerationConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))).validate()
@@ -149,20 +156,29 @@ def run_generate(args: argparse.Namespace) -> int:
         except TrainingError as exc:
             return fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), 1)
         try:
-            run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
+            name = config.prompt if config.variations == 1 else f"{config.prompt} {config.variations} variations"
+            run_dir = Path(config.run_dir) if config.run_dir else new_run_dir(config.out, name, config.seed)
         except OSError as exc:
             return fail(f"cannot make a run folder in {config.out}: {exc.strerror or exc}\nhint: choose a writable folder with --out", 1)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), signal.signal(signal.SIGINT, signal.SIG_DFL)))
-    progress = ProgressBar(config.steps, enabled=not args.quiet)
+    progress = ProgressBar(config.steps * config.variations, enabled=not args.quiet)
+    if config.variations > 1:
+        from .cluster.variations import Variations
+
+        runner = Variations(config, run_dir, on_event=progress.on_event, stop=stop, ray_address=args.ray_address)
+    else:
+        runner = Trainer(config, run_dir, on_event=progress.on_event, stop=stop)
     try:
-        Trainer(config, run_dir, on_event=progress.on_event, stop=stop).run(resume=bool(args.resume))
+        outputs = runner.run(resume=bool(args.resume))
     except TrainingError as exc:
         progress.close()
         return fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), 1)
     progress.close()
     if stop.is_set():
         print("stopped early; the mesh of the current state was written", file=sys.stderr)
+    if outputs.get("summary"):
+        print(f"{outputs['summary']}; contact sheet {outputs['contact_sheet']}", file=sys.stderr)
     print(run_dir)
     return 0
 

@@ -87,6 +87,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "mesh_smooth": (0, 0.2),
     "mesh_faces": (0, MAX_MESH_FACES),  # 0 (every face) or at least MIN_MESH_FACES
     "texture_size": (TEXTURE_SIZES[0], TEXTURE_SIZES[-1]),  # and a power of two
+    "strength": (0.01, 1),  # (0, 1]; at least 1 % of the schedule
+    "variations": (1, 64),
 }
 
 
@@ -125,6 +127,12 @@ class GenerationConfig:
     targets: str | dict | list = ""  # analytic targets: a JSON file, or its object itself (see targets.py); empty: from the prompt
     guidance_scale: float = -1.0  # CFG scale; negative: the guidance's default (sd 100, analytic 1)
     low_vram: bool = False  # sd: model CPU offload and attention slicing for small cards
+
+    # Beyond one prompt (docs/ARCHITECTURE.md §4.9): start from a shape, seed variations, refine
+    init_mesh: str = ""  # a mesh file (.glb/.ply/.obj) the field starts from (init_mesh.py); empty: the centre blob
+    strength: float = 1.0  # share of the schedule that runs from the init mesh, SDEdit-style (schedule.start_step)
+    variations: int = 1  # runs of seeds seed .. seed+N-1, one after another, and a contact sheet (cluster/variations.py)
+    refine_from: str = ""  # a finished run folder continued to `steps` (refine.py); empty: a new run
 
     # Field and renderer (docs/ARCHITECTURE.md §4.3, §4.4)
     encoding: str = "auto"  # hashgrid | dense (voxel features, fast on CPU) | auto
@@ -203,6 +211,7 @@ class GenerationConfig:
         _targets(self.targets)
         if self.guidance_scale != -1.0:
             _number(self, "guidance_scale", "must be between 0 and 1000 (or -1 for the default)")
+        self._validate_start()
         _choice(self, "encoding")
         _choice(self, "hashgrid_implementation")
         for name in ("resolution", "preview_resolution"):
@@ -247,6 +256,17 @@ class GenerationConfig:
         if not isinstance(self.extra, dict):
             raise ConfigError("extra", "must be a dict")
         return self
+
+    def _validate_start(self) -> None:
+        """init_mesh, strength, variations, refine_from: the ranges, and what goes together."""
+        _number(self, "strength", "must be in (0, 1]: the share of the schedule that runs (at least 0.01)")
+        if self.strength < 1 and not self.init_mesh.strip():
+            raise ConfigError("strength", f"below 1 ({self.strength:g}) needs an init_mesh to start from", related=("init_mesh",))
+        _integer(self, "variations", "must be an integer from 1 to 64")
+        if self.refine_from.strip() and self.variations != 1:
+            raise ConfigError("variations", "a refine continues one run: variations must be 1", related=("refine_from",))
+        if self.refine_from.strip() and self.init_mesh.strip():
+            raise ConfigError("init_mesh", "a refine continues its run's own field: leave init_mesh empty", related=("refine_from",))
 
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:

@@ -92,7 +92,8 @@ class NeRFField(nn.Module):
         unit = (points / self.bound + 1) / 2  # (N, 3) in [0, 1]
         return self.mlp(self.encoding(unit))  # (N, 4)
 
-    def _blob(self, points: torch.Tensor) -> torch.Tensor:
+    def blob(self, points: torch.Tensor) -> torch.Tensor:
+        """The centre's log-density bias (N,) at world points (N, 3), added to raw log density."""
         return self.blob_density * (1 - points.norm(dim=-1) / self.blob_radius)  # (N,)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
@@ -102,7 +103,7 @@ class NeRFField(nn.Module):
     def _activate_density(self, raw_density: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         if self.sdf_mode:
             return self.sdf_max_density * torch.sigmoid(-raw_density / (SDF_GRID_SCALE * self.sdf_beta))  # (N,)
-        return torch.exp((raw_density + self._blob(points)).clamp(max=MAX_LOG_DENSITY))  # (N,)
+        return torch.exp((raw_density + self.blob(points)).clamp(max=MAX_LOG_DENSITY))  # (N,)
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         """Signed distance s (N,) at world points (N, 3), negative inside (SDF mode only)."""
@@ -179,7 +180,7 @@ class NeRFField(nn.Module):
         axis = torch.linspace(-self.bound, self.bound, resolution, device=grid.device)
         z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
         points = torch.stack([x, y, z], dim=-1)  # (R, R, R, 3)
-        log_sigma = (grid[0, 0] + self._blob(points.reshape(-1, 3)).reshape(points.shape[:3])).cpu().numpy()
+        log_sigma = (grid[0, 0] + self.blob(points.reshape(-1, 3)).reshape(points.shape[:3])).cpu().numpy()
         spacing = 2 * self.bound / (resolution - 1)
         if smooth > 0:
             log_sigma = ndimage.gaussian_filter(log_sigma, sigma=smooth / spacing)

@@ -26,6 +26,10 @@ def preflight(config: GenerationConfig, model: bool = True) -> None:
     `model`) the SD model, which a hub id may have to download first: the server leaves that to the
     run's own thread (find_model), so a download never holds up its requests."""
     config.validate()
+    if config.init_mesh:
+        from .init_mesh import load_init_mesh
+
+        load_init_mesh(config.init_mesh)  # missing, empty, not a mesh: ConfigError("init_mesh", ...)
     kind = resolve_guidance(config, resolve_device(config.device))
     if kind == "analytic":
         from .guidance.targets import TargetError, load_targets

@@ -12,6 +12,16 @@ diffusion timestep a non-increasing function of the optimization step i,
     t(i)   = argmin_t | sum_{t'=t}^{t_max} p(t') - i / N |            (Eq. 8)
 
 `uniform` is plain SDS (t ~ U[t_min, t_max] every step); `linear` walks from t_max to t_min.
+
+What part of t(i) a run takes (`start_step`): a run of N steps trains i = i0 .. N-1 of the t(i)
+above, laid out for N steps, with the learning rate's decay and every other step-dependent
+setting as in a full run. A new run has i0 = 0. One from an init mesh at strength S (SDEdit,
+Meng et al. 2022: noise a given shape part-way, then denoise) has i0 = N - max(1, round(S*N)):
+S = 1 runs all of t(i) from t_max; S = 0.4 runs the last 40 % of the steps, so it starts at
+t(0.6 N), which for TP-SDS at N = 700 is t = 787, and keeps the coarse structure the shape gives.
+A refine of a run of n steps to M > n (refine.py) lays t(i) out again for M steps and has
+i0 = n: the run's n steps stand for the first n of M, so the refined run has taken M steps in all,
+as a straight M-step run does (a refine is `strength` (M - n) / M applied to the finished field).
 """
 
 from __future__ import annotations
@@ -101,6 +111,11 @@ def tp_timesteps(
     # the nearer of the two neighbours; on a tie the larger t (coarse first).
     use_left = np.abs(tail[left] - targets) <= np.abs(tail[right] - targets)
     return t_desc[np.where(use_left, left, right)].astype(np.int64)
+
+
+def start_step(steps: int, strength: float = 1.0) -> int:
+    """i0, the first step a run of `steps` steps at `strength` S in (0, 1] trains: steps - max(1, round(S * steps))."""
+    return steps - max(1, min(steps, round(strength * steps)))
 
 
 def uniform_timesteps(steps: int, t_min: int = T_MIN, t_max: int = T_MAX, seed: int = 0) -> np.ndarray:

@@ -33,10 +33,11 @@ from .config import HUB_PREFIX, GenerationConfig
 from .errors import TrainingError
 from .field import NeRFField
 from .guidance import View
+from .init_mesh import initialize_field
 from .renderer import RenderSettings, render
 from .run_folder import atomic_write_text, remove_stale_temps
 from .run_setup import build_guidance, resolve_device, resolve_guidance
-from .schedule import timesteps
+from .schedule import start_step, timesteps
 from .sdf_switch import CALIBRATION_VIEWS, MIN_PSNR, switch_to_sdf
 
 log = logging.getLogger("dreamtime")
@@ -120,7 +121,21 @@ class Trainer:
         self.ring = evaluation_ring().to(self.device)
         self.artifacts = RunArtifacts(cfg, self.field, self.guidance, self.ring, self.run_dir, self.device, self.run_id, self.on_event,
                                       self.outputs, self.metrics)
-        return self._load_checkpoint() if resume else 0
+        return self._load_checkpoint() if resume else self._start_from_shape()
+
+    def _start_from_shape(self) -> int:
+        """The first step of a new run: 0, or with an init mesh schedule.start_step(steps, strength), the
+        field set from the mesh (init_mesh.py) as an SDF when that step is past the SDF switch."""
+        cfg = self.config
+        start = start_step(cfg.steps, cfg.strength)
+        if cfg.init_mesh:
+            as_sdf = self.sdf_step is not None and start >= self.sdf_step
+            self.metrics["init_mesh"] = {**initialize_field(self.field, cfg.init_mesh, cfg.scene_radius, as_sdf, cfg.seed),
+                                         "start_step": start}
+            log.info("starting from %s at step %d of %d (strength %g, t = %d)", cfg.init_mesh, start, cfg.steps, cfg.strength,
+                     int(self.schedule[start]))
+            self.artifacts.write_preview(start)
+        return start
 
     def close(self) -> None:
         """Detach the run's log.txt from the logger; safe to call twice, or without setup()."""
@@ -333,6 +348,8 @@ class Trainer:
     def _load_checkpoint(self) -> int:
         step, metrics = load_checkpoint(self.run_dir, self.field, self.optimizer, self.device)
         self.metrics.update(metrics)
+        if self.config.refine_from:  # refine.py: a finished run's field, continued on a schedule laid out for more steps
+            self.metrics.setdefault("refine", {"from": self.config.refine_from, "steps_before": step, "steps": self.config.steps})
         log.info("resumed from %s at step %d", self.run_dir / CHECKPOINT_NAME, step)
         return step
 

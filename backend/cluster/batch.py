@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     owns_ray = not ray.is_initialized()  # a caller (a notebook, the tests) may have connected already
     if owns_ray:
-        ray.init(**_init_options(args.ray_address))
+        ray.init(**init_options(args.ray_address))
     try:
         cluster_gpus = ray.cluster_resources().get("GPU", 0)
         gpus = args.gpus_per_job if args.gpus_per_job is not None else float(cluster_gpus > 0)
@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _init_options(address: str | None) -> dict[str, Any]:
+def init_options(address: str | None) -> dict[str, Any]:
     """ray.init's arguments: a local instance on this machine's CPUs, or the cluster at `address`;
     either way the `backend` package travels with the jobs."""
     package = Path(__file__).resolve().parents[1]  # the backend package

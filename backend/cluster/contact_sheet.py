@@ -1,4 +1,5 @@
-"""The contact sheet of a batch: one labelled cell per job, prompts down, seeds across (PNG)."""
+"""The contact sheet of a batch: one labelled cell per job, prompts down, seeds across (PNG); or of
+variations (variations.py): the cells in reading order, `columns` across."""
 
 from __future__ import annotations
 
@@ -10,18 +11,26 @@ CAPTION = 30  # pixels of text under each cell
 FAILED_GREY = (120, 120, 120)
 
 
-def contact_sheet(records: list[dict[str, Any]], path: str | Path) -> Path:
-    """Write the final previews of `records` (index.json's jobs) as a grid; failed jobs in grey."""
+def contact_sheet(records: list[dict[str, Any]], path: str | Path, columns: int | None = None) -> Path:
+    """Write the final previews of `records` (index.json's jobs) as a grid; failed jobs in grey.
+    With `columns`, cell k sits at row k // columns, column k % columns; a record's `label`, where
+    it has one, is its caption's first line instead of the prompt."""
     from PIL import Image, ImageDraw, ImageFont
 
     from ..run_folder import atomic_path
 
     prompts = list(dict.fromkeys(record["prompt"] for record in records))
     seeds = sorted({record["seed"] for record in records})
-    sheet = Image.new("RGB", (max(len(seeds), 1) * CELL, max(len(prompts), 1) * (CELL + CAPTION)), "white")
+    if columns:
+        cells = [divmod(k, columns) for k in range(len(records))]  # (row, column)
+        shape = (min(columns, max(len(records), 1)), max(-(-len(records) // columns), 1))
+    else:
+        cells = [(prompts.index(record["prompt"]), seeds.index(record["seed"])) for record in records]
+        shape = (max(len(seeds), 1), max(len(prompts), 1))
+    sheet = Image.new("RGB", (shape[0] * CELL, shape[1] * (CELL + CAPTION)), "white")
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
-    for record in records:
-        x, y = seeds.index(record["seed"]) * CELL, prompts.index(record["prompt"]) * (CELL + CAPTION)
+    for record, (row, column) in zip(records, cells):
+        x, y = column * CELL, row * (CELL + CAPTION)
         cell = _preview(record)
         if cell is None:
             draw.rectangle((x + 2, y + 2, x + CELL - 3, y + CELL - 3), fill=FAILED_GREY)
@@ -30,7 +39,7 @@ def contact_sheet(records: list[dict[str, Any]], path: str | Path) -> Path:
             sheet.paste(cell, (x, y))
         quality = record.get("quality") or {}
         detail = f"seed {record['seed']}" + (f"  {quality['psnr']:.1f} dB" if "psnr" in quality else "")
-        _text(draw, (x + 4, y + CELL + 2), _fit(record["prompt"], CELL), font)
+        _text(draw, (x + 4, y + CELL + 2), _fit(record.get("label") or record["prompt"], CELL), font)
         _text(draw, (x + 4, y + CELL + 15), detail if cell is not None else _fit(record.get("error") or detail, CELL), font)
     with atomic_path(path) as tmp:
         sheet.save(tmp)

@@ -208,8 +208,13 @@ class Server:
             return
         try:
             config = build_config(values if self.policy is None else self.policy.apply(values))
+            if config.refine_from:  # refine.py: the run's own config with more steps, in a new folder, resumed
+                from ..refine import prepare_refine
+
+                config = prepare_refine(config.refine_from, config.steps)
             guidance = resolve_guidance(config, resolve_device(config.device))
-            made = None if config.run_dir else new_run_dir(config.out, config.prompt, config.seed)
+            name = f"{config.prompt} {config.variations} variations" if config.variations > 1 else config.prompt
+            made = None if config.run_dir else new_run_dir(config.out, name, config.seed)
         except ConfigError as exc:
             self.error(run_id, "config", str(exc), CONFIG_HINT, field=exc.field)
             return
@@ -252,7 +257,7 @@ class Server:
         failure = None
         try:
             run.trainer = self._prepare(run, config, guidance, made)
-            run.trainer.run()
+            run.trainer.run(resume=bool(config.refine_from))
         except TrainingError as exc:
             failure = (exc.code, str(exc), exc.hint, {})
         except ConfigError as exc:
@@ -304,6 +309,10 @@ class Server:
             if run.stop.is_set():
                 raise TrainingError("cancelled", f"cancelled before loading {name}; nothing was trained",
                                     "The model is in the cache now: the next run starts from loading it.")
+        if config.variations > 1:
+            from ..cluster.variations import Variations
+
+            return Variations(config, made or config.run_dir, on_event=on_event, stop=run.stop, run_id=run.id)
         return Trainer(config, made or config.run_dir, on_event=on_event, stop=run.stop, run_id=run.id)
 
     def replay(self, run_id: str) -> None:

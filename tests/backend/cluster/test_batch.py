@@ -103,7 +103,7 @@ def test_without_ray_a_clear_message(tmp_path, monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(**batch._init_options(None))  # what `batch` does without --ray-address; both batches below share it
+    ray.init(**batch.init_options(None))  # what `batch` does without --ray-address; both batches below share it
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,83 @@
+"""Refine: push a finished run further (`generate --resume RUN_DIR --steps M`, config `refine_from`).
+
+The run's own config.json with `steps` = M, in a new folder beside it (`<run>-refine-<M>`, made
+here with a copy of its checkpoint), then an ordinary resume there. The schedule is laid out again
+for M steps and the refine trains i = n .. M-1 of it, n being the steps the run has done
+(schedule.py: `start_step`): the run's n steps stand for the first n of M, so the result has taken
+M steps in all, as a straight M-step run does, and a refine is `strength` (M - n)/M on the finished
+field. t jumps back up at the start, from t_n(n-1) to t_M(n) (TP-SDS, 300 to 700 steps: 326 to
+860), then falls again over more steps. Matching t instead (continuing from the step of the
+M-step schedule whose t equals the t the run ended at) would leave about M/n steps: every length
+of t(i) ends at about the same small t.
+
+Nothing of the existing run is written: a refine that fails (a bad M, a run without a checkpoint,
+an error mid-way) leaves the run folder as it was; the refine's own folder keeps what it reached
+and `--resume` on it goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .checkpoint import CHECKPOINT_NAME
+from .config import ConfigError, GenerationConfig
+from .run_folder import atomic_path, atomic_write_text
+
+
+def steps_done(run_dir: Path) -> int:
+    """The step of a run folder's checkpoint; ConfigError("refine_from", ...) without a readable one."""
+    import torch
+
+    path = run_dir / CHECKPOINT_NAME
+    if not path.is_file():
+        raise ConfigError("refine_from", f"no {CHECKPOINT_NAME} in {run_dir}: only a run with a checkpoint can be refined")
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    except Exception as exc:  # truncated or foreign: say so, never a traceback
+        raise ConfigError("refine_from", f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def run_config(run_dir: Path) -> GenerationConfig:
+    """A run folder's config.json; ConfigError("refine_from", ...) if it has none that reads."""
+    try:
+        return GenerationConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))).validate()
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError("refine_from", f"cannot refine {run_dir}: no readable config.json ({exc})") from None
+
+
+def check_refine(run_dir: str | Path, steps: int) -> tuple[GenerationConfig, int]:
+    """The run's config and the steps it has done, if it can be refined to `steps`; else ConfigError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError("refine_from", f"no run folder at {run_dir}")
+    config, done = run_config(run_dir), steps_done(run_dir)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= done:
+        raise ConfigError("steps", f"a refine must go past the {done} steps {run_dir.name} has done; got {steps!r}")
+    return config, done
+
+
+def prepare_refine(run_dir: str | Path, steps: int) -> GenerationConfig:
+    """Make the refine's folder (config.json, a copy of the checkpoint); returns its config (run it with resume)."""
+    run_dir = Path(run_dir).resolve()
+    config, done = check_refine(run_dir, steps)
+    config = config.replace(steps=steps, variations=1, refine_from=str(run_dir), run_dir=str(new_refine_dir(run_dir, steps))).validate()
+    target = Path(config.run_dir)
+    with atomic_path(target / CHECKPOINT_NAME) as tmp:
+        shutil.copyfile(run_dir / CHECKPOINT_NAME, tmp)
+    atomic_write_text(target / "config.json", config.to_json())
+    return config
+
+
+def new_refine_dir(run_dir: Path, steps: int) -> Path:
+    """A new folder `<run>-refine-<steps>[-n]` beside the run."""
+    base = run_dir.with_name(f"{run_dir.name}-refine-{steps}")
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
