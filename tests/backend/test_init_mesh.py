@@ -142,7 +142,7 @@ def test_a_run_from_a_mesh_starts_part_way_and_exports_in_the_source_frame(tmp_p
 def test_a_hash_grid_field_is_fitted_to_the_mesh(tmp_path):
     analytic_torus((220, 40, 40)).export(tmp_path / "torus.ply")
     field = NeRFField("hashgrid", "torch", 16, encoding_kwargs=dict(n_levels=4, log2_hashmap_size=12, base_resolution=8))
-    info = initialize_field(field, str(tmp_path / "torus.ply"), 0.9, as_sdf=False, fit_steps=40, fit_points=2048)
+    info = initialize_field(field, str(tmp_path / "torus.ply"), 0.9, as_sdf=False, fit_steps=60, fit_points=4096)
     assert info["as"].startswith("fitted")
     inside = torch.tensor([[0.45, 0.0, 0.0], [0.0, -0.45, 0.0]])
     outside = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.6], [0.9, 0.0, 0.0]])
