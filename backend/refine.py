@@ -62,7 +62,9 @@ def prepare_refine(run_dir: str | Path, steps: int) -> GenerationConfig:
     """Make the refine's folder (config.json, a copy of the checkpoint); returns its config (run it with resume)."""
     run_dir = Path(run_dir).resolve()
     config, done = check_refine(run_dir, steps)
-    config = config.replace(steps=steps, variations=1, refine_from=str(run_dir), run_dir=str(new_refine_dir(run_dir, steps))).validate()
+    # init_mesh and strength did their part at the run's start (its frame is in the checkpoint's metrics)
+    config = config.replace(steps=steps, variations=1, refine_from=str(run_dir), init_mesh="", strength=1.0,
+                            run_dir=str(new_refine_dir(run_dir, steps))).validate()
     target = Path(config.run_dir)
     with atomic_path(target / CHECKPOINT_NAME) as tmp:
         shutil.copyfile(run_dir / CHECKPOINT_NAME, tmp)

@@ -8,7 +8,7 @@ backend, but `stop_all()` (the add-on disabled, a file loaded, Blender quitting)
 run up to STOP_SECONDS to write its checkpoint and mesh. Finished processes get `shutdown` and are
 reaped by later pumps; a backend that dies, writes garbage or goes silent is reported in the panel state.
 
-About 390 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
+About 400 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
 cancel, the event handlers, reaping) reads best in one file; what stands alone is already apart
 (backends.py, process.py, remote.py, probe.py, doctor.py, backend_info.py, preview.py, mesh_import.py).
 """
@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import bpy
 
-from . import backend_info, backend_link, doctor, mesh_import, preview, probe
+from . import backend_info, backend_link, doctor, mesh_import, preview, probe, selection, variations
 from .backends import OFFLINE_HINT, BackendUnavailable, backend_env, online_access, open_backend, preferences
 from .process import BackendProcess
 
@@ -44,6 +45,8 @@ class Run:
         self.features: set[str] = set()  # from the backend's ready event
         self.device = "the backend"  # from its ready event
         self.phase = False  # a phase (download, load) is showing in the status line
+        # a run from the selected object (or a refine of one): the result lands in the object's place
+        self.source_object = scene.dreamtime.source_object if config.get("init_mesh") or config.get("refine_from") else ""
 
 
 _run: Run | None = None
@@ -66,15 +69,21 @@ def busy() -> bool:
 
 
 # ---------------------------------------------------------------------- requests
-def start(scene: bpy.types.Scene) -> str | None:
-    """Start a run for the scene's settings; an error message instead, also shown in the panel."""
+def start(scene: bpy.types.Scene, config: dict | None = None) -> str | None:
+    """Start a run for the scene's settings (or for `config` over the preferences' values: a Refine);
+    an error message instead, also shown in the panel."""
     global _run
     props = scene.dreamtime
     if _run is not None:
         return "a run is already going; cancel it first"
     props.error = props.error_hint = props.warning = ""
     try:
-        config = props.check(preferences())
+        if config is None:
+            config = props.check(preferences())
+        else:
+            prefs = preferences()
+            config = {**(prefs.config_values() if prefs is not None else {}), **config}
+            backend_link.config.GenerationConfig.from_dict(config).validate()
     except (ValueError, TypeError) as exc:
         return _fail(props, str(exc), "Fix this setting and press Generate again.")
     try:
@@ -276,7 +285,9 @@ def _apply(run: Run, props, event: dict) -> None:
         props.step, props.steps_total, props.t = event["step"], event["steps"], event["t"]
         props.loss, props.eta = event["loss"] if event["loss"] is not None else float("nan"), event["eta_s"]
     elif kind == "preview":
-        if preview.apply(event) is None:
+        if Path(event["path"]).name == variations.SHEET:  # a variations run's contact sheet, at its end
+            preview.apply(event, variations.IMAGE_NAME)
+        elif preview.apply(event) is None:
             props.warning = f"Preview {event['path']} unreadable: {event.get('_prepare_error', 'no pixels')}"
         props.preview_path = event["path"]
     elif kind == "mesh":
@@ -313,19 +324,26 @@ def _mesh(run: Run, props, event: dict) -> None:
         run.extracts = max(run.extracts - 1, 0)
         return
     props.mesh_path = event["path"]
+    if run.config.get("variations", 1) > 1:  # kept for "Import" in the Variations panel, not imported one by one
+        return
     prompt = run.config.get("prompt", "DreamTime")
     name = f"{prompt} (step {props.step})" if run.extracts else prompt
     run.extracts = max(run.extracts - 1, 0)
     if props.auto_import:
-        scene_name = run.scene_name
+        scene_name, source = run.scene_name, run.source_object
 
         def failed(message: str) -> None:
             scene = bpy.data.scenes.get(scene_name)
             if scene is not None:
                 scene.dreamtime.warning = f"Mesh import failed: {message}"
 
+        def landed(obj) -> None:  # the backend exported it in the source's frame (backend/init_mesh.py)
+            if source:
+                selection.land_in_place(obj, source)
+
+        size = 0.0 if source else props.import_size  # a result from an object keeps the object's size
         try:  # read on a thread, built in slices by later pumps
-            mesh_import.start_import(bpy.context, event["path"], name, props.import_size, on_error=failed)
+            mesh_import.start_import(bpy.context, event["path"], name, size, on_error=failed, on_done=landed)
         except (RuntimeError, OSError) as exc:
             failed(str(exc))
 
@@ -337,8 +355,13 @@ def _done(run: Run, props, outputs: dict) -> None:
     item.prompt, item.seed, item.schedule = sent["prompt"], sent["seed"], sent["schedule"]
     item.status = "cancelled" if run.cancel_at is not None else "done"
     item.run_dir, item.mesh_path, item.config_json = props.run_dir, outputs.get("mesh_glb", props.mesh_path), json.dumps(run.config)
+    item.backend_run_dir = outputs.get("remote_run_dir") or props.run_dir
+    item.steps_done, item.variations = int(outputs.get("steps_done", props.step) or 0), int(sent.get("variations", 1))
+    item.source_object = run.source_object
     props.history_index = len(props.history) - 1
     props.running, props.status = False, f"{item.status}: {outputs.get('steps_done', props.step)} steps"
+    if "variations" in outputs:
+        variations.store(props, outputs, getattr(run.process, "local_copies", {}))
     _end_run()
 
 

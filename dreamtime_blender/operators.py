@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bpy
 from bpy.props import IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import backends, client, installer, mesh_import
+from . import backends, client, installer, mesh_import, selection
 
 
 class DREAMTIME_OT_generate(Operator):
@@ -27,10 +28,79 @@ class DREAMTIME_OT_generate(Operator):
         props = context.scene.dreamtime
         if 0 <= self.history_index < len(props.history):
             props.load_config(json.loads(props.history[self.history_index].config_json or "{}"))
+        props.init_mesh_path = props.source_object = ""
+        if props.start_from_selected:  # the active object, exported for init_mesh (selection.py)
+            try:
+                source = selection.selected_mesh(context)
+                prefs = client.preferences()
+                props.init_mesh_path = str(selection.export_object(context, source, prefs.runs_dir() if prefs else bpy.app.tempdir))
+                props.source_object = source.name
+            except (selection.SelectionError, RuntimeError, OSError) as exc:
+                props.error, props.error_hint = str(exc), "Select the object to start from, or untick Start from Selected Object."
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
         error = client.start(context.scene)
         if error:
             self.report({"ERROR"}, error)
             return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_refine(Operator):
+    """Continue a finished run of the history to "Refine to" steps in all (a new run folder beside it; the run itself is kept)"""
+
+    bl_idname = "dreamtime.refine"
+    bl_label = "Refine"
+
+    history_index: IntProperty(default=-1, options={"HIDDEN", "SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and not client.is_running()
+
+    def execute(self, context):
+        props = context.scene.dreamtime
+        if not 0 <= self.history_index < len(props.history):
+            self.report({"ERROR"}, "Refine: choose a run in the history")
+            return {"CANCELLED"}
+        item = props.history[self.history_index]
+        if item.variations > 1:
+            error = "Refine: a variations run holds several runs; import one and refine it from the command line"
+        elif props.refine_steps <= item.steps_done:
+            error = f"steps: a refine must go past the {item.steps_done} steps the run has done; got {props.refine_steps}"
+        else:
+            config = {"prompt": item.prompt, "refine_from": item.backend_run_dir or item.run_dir, "steps": props.refine_steps}
+            props.source_object = item.source_object  # a refine of a run from an object lands in its place too
+            error = client.start(context.scene, config)
+        if error:
+            props.error = error
+            self.report({"ERROR"}, error)
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class DREAMTIME_OT_import_variation(Operator):
+    """Import this variation's mesh at the 3D cursor"""
+
+    bl_idname = "dreamtime.import_variation"
+    bl_label = "Import Variation"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(default=0, options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context):
+        props = context.scene.dreamtime
+        variations = json.loads(props.variations_json or "[]")  # variations.rows
+        if not 0 <= self.index < len(variations) or not variations[self.index].get("mesh"):
+            self.report({"ERROR"}, "This variation has no mesh")
+            return {"CANCELLED"}
+        chosen = variations[self.index]
+        try:
+            obj = mesh_import.import_mesh(context, chosen["mesh"], f"{props.prompt} (seed {chosen['seed']})")
+        except (RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported {obj.name}")
         return {"FINISHED"}
 
 
@@ -148,6 +218,6 @@ class DREAMTIME_OT_test_backend(Operator):
 
 
 classes = (
-    DREAMTIME_OT_generate, DREAMTIME_OT_cancel, DREAMTIME_OT_extract_now, DREAMTIME_OT_reconnect, DREAMTIME_OT_import_mesh,
-    DREAMTIME_OT_install_backend, DREAMTIME_OT_test_backend,
+    DREAMTIME_OT_generate, DREAMTIME_OT_refine, DREAMTIME_OT_import_variation, DREAMTIME_OT_cancel, DREAMTIME_OT_extract_now,
+    DREAMTIME_OT_reconnect, DREAMTIME_OT_import_mesh, DREAMTIME_OT_install_backend, DREAMTIME_OT_test_backend,
 )

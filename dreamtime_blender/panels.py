@@ -7,7 +7,7 @@ import os
 import bpy
 from bpy.types import Panel, UIList
 
-from . import backend_info, backend_python, backends, preview, schedule_curve
+from . import backend_info, backend_python, backends, preview, schedule_curve, variations
 
 OFFLINE_NOTE = (
     "Allow Online Access is off (Preferences > System > Network): a hub model that is not downloaded yet cannot be fetched."
@@ -49,6 +49,11 @@ class DREAMTIME_PT_main(_DreamTimePanel, Panel):
         layout.prop(props, "negative_prompt")
         layout.prop(props, "seed")
         layout.prop(props, "steps")
+        layout.prop(props, "variations")
+        layout.prop(props, "start_from_selected")
+        row = layout.row()
+        row.enabled = props.start_from_selected
+        row.prop(props, "strength", slider=True)
         layout.prop(props, "guidance")
         try:
             values = props.to_config(prefs)
@@ -107,6 +112,8 @@ class DREAMTIME_PT_schedule(_DreamTimePanel, Panel):
         row.prop(props, "t_max")
         _image_icon(layout, schedule_curve.IMAGE_NAME, 6.0)
         layout.label(text="left: t(i) over the steps   right: p(t)")
+        if props.start_from_selected and props.strength < 1:
+            layout.label(text=f"from the selected object: the bright last {props.strength:.0%} of t(i) runs")
 
 
 class DREAMTIME_PT_advanced(_DreamTimePanel, Panel):
@@ -141,7 +148,33 @@ class DREAMTIME_PT_history(_DreamTimePanel, Panel):
             op = row.operator("dreamtime.import_mesh", text="Re-import", icon="IMPORT")
             op.filepath, op.name = item.mesh_path, item.prompt
             row.operator("dreamtime.generate", text="Re-run", icon="FILE_REFRESH").history_index = props.history_index
+            row = layout.row(align=True)
+            row.prop(props, "refine_steps")
+            row.operator("dreamtime.refine", text="Refine", icon="MODIFIER").history_index = props.history_index
             layout.label(text=item.run_dir, icon="FILE_FOLDER")
 
 
-classes = (DREAMTIME_PT_main, DREAMTIME_PT_schedule, DREAMTIME_PT_advanced, DREAMTIME_UL_history, DREAMTIME_PT_history)
+class DREAMTIME_PT_variations(_DreamTimePanel, Panel):
+    bl_label = "Variations"
+    bl_parent_id = "DREAMTIME_PT_main"
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.dreamtime.variations_json)
+
+    def draw(self, context):
+        layout, props = self.layout, context.scene.dreamtime
+        _image_icon(layout, variations.IMAGE_NAME, 8.0)
+        if props.variations_summary:
+            _wrapped(layout, props.variations_summary, "INFO")
+        for index, row_data in enumerate(variations.rows(props)):
+            row = layout.row(align=True)
+            psnr = f"  {row_data['psnr']:.1f} dB" if row_data.get("psnr") is not None else ""
+            row.label(text=f"seed {row_data['seed']}  {row_data['label']}{psnr}  ({row_data['status']})")
+            button = row.row()
+            button.enabled = bool(row_data.get("mesh"))
+            button.operator("dreamtime.import_variation", text="Import", icon="IMPORT").index = index
+
+
+classes = (DREAMTIME_PT_main, DREAMTIME_PT_schedule, DREAMTIME_PT_advanced, DREAMTIME_UL_history, DREAMTIME_PT_history,
+           DREAMTIME_PT_variations)

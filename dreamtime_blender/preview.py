@@ -29,22 +29,22 @@ def prepare(event: dict) -> None:
         event["_pixels"], event["_width"], event["_height"] = png.read_rgba_for_blender(event["path"])
 
 
-def image(width: int, height: int) -> bpy.types.Image:
-    """The preview image, made or resized to width x height."""
-    img = bpy.data.images.get(IMAGE_NAME)
+def image(width: int, height: int, name: str = IMAGE_NAME) -> bpy.types.Image:
+    """The preview image (or another, `name`), made or resized to width x height."""
+    img = bpy.data.images.get(name)
     if img is None:
-        img = bpy.data.images.new(IMAGE_NAME, width, height, alpha=True)
+        img = bpy.data.images.new(name, width, height, alpha=True)
     elif tuple(img.size) != (width, height):
         img.scale(width, height)
     return img
 
 
-def apply(event: dict) -> bpy.types.Image | None:
-    """Main thread: copy a prepared preview into the image; None if it could not be read."""
+def apply(event: dict, name: str = IMAGE_NAME) -> bpy.types.Image | None:
+    """Main thread: copy a prepared preview into the image (`name`: another one); None if it could not be read."""
     pixels = event.get("_pixels")
     if pixels is None:
         return None
-    img = image(event["_width"], event["_height"])
+    img = image(event["_width"], event["_height"], name)
     img.pixels.foreach_set(pixels)
     img.update()
     if img.preview is not None:

@@ -37,7 +37,7 @@ GUIDANCES = [(kind, *GUIDANCE_LABELS[kind]) for kind in CONFIG.CHOICES["guidance
 CONFIG_FIELDS = (
     "prompt", "negative_prompt", "seed", "steps", "schedule", "m1", "m2", "s1", "s2", "t_min", "t_max",
     "guidance", "guidance_scale", "resolution", "preview_every", "samples_per_ray", "mesh_resolution",
-    "mesh_faces", "texture_size",
+    "mesh_faces", "texture_size", "variations",
 )
 PRESET_NOTE = "; left at {default} the backend's device preset decides (CPU: {cpu})"
 
@@ -68,6 +68,10 @@ class DreamTimeRun(PropertyGroup):
     run_dir: StringProperty(name="Run Folder", subtype="DIR_PATH")
     mesh_path: StringProperty(name="Mesh", subtype="FILE_PATH")
     config_json: StringProperty(name="Config")
+    backend_run_dir: StringProperty(name="Backend Run Folder")  # the run folder as the backend names it (Refine sends it)
+    steps_done: IntProperty(name="Steps Done")
+    variations: IntProperty(name="Variations", default=1)
+    source_object: StringProperty(name="Source Object")  # a run from the selected object: that object's name
 
 
 class DreamTimeProperties(PropertyGroup):
@@ -87,6 +91,16 @@ class DreamTimeProperties(PropertyGroup):
     s2: FloatProperty(name="s2", **config_range("s2"), soft_min=1, soft_max=1000, update=_curve, description="Width of W_p's tail below m2")
     t_min: IntProperty(name="t min", **config_range("t_min"), update=_curve, description="Smallest diffusion timestep used")
     t_max: IntProperty(name="t max", **config_range("t_max"), update=_curve, description="Largest diffusion timestep used")
+    # ------------------------------------------------------------------ beyond one prompt (docs/ARCHITECTURE.md §4.9)
+    start_from_selected: BoolProperty(name="Start from Selected Object", default=False, update=_curve,
+                                      description="Generate from the active object's shape (and colours); the result lands in its place")
+    strength: FloatProperty(name="Strength", **config_range("strength"), subtype="FACTOR", update=_curve,
+                            description="Share of the schedule that runs from the selected object: 1 reshapes freely, "
+                                        "0.4 keeps its coarse shape and adds detail")
+    variations: IntProperty(name="Variations", **config_range("variations"),
+                            description="Seeds seed .. seed + N - 1, one run each, and a contact sheet to pick from")
+    refine_steps: IntProperty(name="Refine to", default=1400, min=2, max=MAX_BLENDER_INT, soft_max=20000,
+                              description="Steps a refined run has in all (above the steps the run has done)")
     # ------------------------------------------------------------------ guidance and render
     guidance: EnumProperty(name="Guidance", items=GUIDANCES, default=DEFAULTS.guidance)
     # min: the config's default -1 ("the guidance's own scale"), below the scales proper (BOUNDS)
@@ -126,6 +140,10 @@ class DreamTimeProperties(PropertyGroup):
     mesh_path: StringProperty(subtype="FILE_PATH")
     history: CollectionProperty(type=DreamTimeRun)
     history_index: IntProperty()
+    init_mesh_path: StringProperty(subtype="FILE_PATH")  # the selected object, as exported for the current run
+    source_object: StringProperty()  # its name: the result lands in its place
+    variations_json: StringProperty()  # the last variations run's variations (seed, label, psnr, mesh) as JSON
+    variations_summary: StringProperty()
 
     def changed(self, name: str) -> bool:
         """Whether the artist moved setting `name` away from its default (GenerationConfig's)."""
@@ -137,6 +155,8 @@ class DreamTimeProperties(PropertyGroup):
         Extra Config over all of them. For a remote backend a targets file goes as its contents."""
         values = {"prompt": self.prompt}
         values.update({name: getattr(self, name) for name in CONFIG_FIELDS if name != "prompt" and self.changed(name)})
+        if self.start_from_selected and self.init_mesh_path:  # the operator exported the selected object (selection.py)
+            values.update(init_mesh=self.init_mesh_path, strength=self.strength)
         if preferences is not None:
             values.update(preferences.config_values())
         if self.overrides.strip():
@@ -166,6 +186,8 @@ class DreamTimeProperties(PropertyGroup):
                 setattr(self, name, values[name])
             elif name != "prompt":
                 self.property_unset(name)
+        if "strength" in values:
+            self.strength = values["strength"]
         schedule_curve.update(self)
 
 
