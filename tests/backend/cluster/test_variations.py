@@ -1,0 +1,53 @@
+"""backend/cluster/variations.py: N seeds one after another, variations.png/json, distinct targets; one done event."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from backend.cluster.variations import Variations, summarize
+from backend.config import ConfigError
+from test_trainer import tiny_config
+
+
+def test_variations_run_each_seed_and_report_the_targets_reached(tmp_path):
+    events = []
+    config = tiny_config(prompt="a red torus or a blue cube", steps=4, preview_every=0, variations=3, seed=5)
+    outputs = Variations(config, tmp_path / "v", on_event=events.append, run_id="r").run()
+    root = tmp_path / "v"
+    assert sorted(p.name for p in root.iterdir()) == ["config.json", "s5", "s6", "s7", "variations.json", "variations.png"]
+    index = json.loads((root / "variations.json").read_text())
+    assert index["seeds"] == [5, 6, 7] and index["done"] == 3
+    reached = [record["quality"]["best_target_name"] for record in index["records"]]
+    assert index["distinct_targets"] == len(set(reached)) and sum(index["targets"].values()) == 3
+    assert set(reached) <= {"red torus", "blue cube"}
+    with Image.open(root / "variations.png") as sheet:
+        assert sheet.size == (3 * 160, 160 + 30)
+    kinds = [event["type"] for event in events]
+    assert kinds.count("done") == 1 and kinds[-1] == "done" and kinds.count("mesh") == 3
+    steps = [event["step"] for event in events if event["type"] == "progress"]
+    assert steps == list(range(1, 13)) and {event["steps"] for event in events if event["type"] == "progress"} == {12}
+    assert [e for e in events if e["type"] == "preview"][-1]["path"].endswith("variations.png")
+    assert outputs["distinct_targets"] == index["distinct_targets"] and len(outputs["variations"]) == 3
+
+
+def test_a_stopped_variations_run_resumes_the_rest(tmp_path):
+    config = tiny_config(steps=3, preview_every=0, variations=2)
+    runner = Variations(config, tmp_path / "v")
+    runner.stop.set()
+    assert runner.run()["variations"] == []  # stopped before the first: nothing run, still an index
+    outputs = Variations(config, tmp_path / "v").run(resume=True)
+    assert [record["status"] for record in outputs["variations"]] == ["done", "done"]
+
+
+def test_summary_counts_only_finished_variations():
+    records = [{"status": "done", "quality": {"best_target_name": "red torus"}}, {"status": "failed", "quality": None},
+               {"status": "done", "quality": {"best_target_name": "red torus"}}]
+    assert summarize(records) == {"variations": 3, "done": 2, "distinct_targets": 1, "targets": {"red torus": 2}}
+
+
+@pytest.mark.parametrize("count", [0, 65, 2.5, True])
+def test_variations_outside_1_to_64_name_the_field(count):
+    with pytest.raises(ConfigError, match="from 1 to 64") as error:
+        tiny_config(variations=count).validate()
+    assert error.value.field == "variations"
