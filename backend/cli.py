@@ -7,6 +7,7 @@ to stderr. Bad input ends in one line naming the problem, exit status 2; a faile
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import signal
@@ -166,7 +167,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if config.variations > 1:
         from .cluster.variations import Variations
 
-        runner = Variations(config, run_dir, on_event=progress.on_event, stop=stop, ray_address=args.ray_address)
+        ray_runner = None
+        if args.ray_address:
+            from .cluster.ray_variations import run_on_ray
+
+            ray_runner = functools.partial(run_on_ray, address=args.ray_address)
+        runner = Variations(config, run_dir, on_event=progress.on_event, stop=stop, ray_runner=ray_runner)
     else:
         runner = Trainer(config, run_dir, on_event=progress.on_event, stop=stop)
     try:

@@ -79,8 +79,8 @@ def main() -> int:
             continue
         load_before = os.getloadavg()[0]
         run_dir, wall = generate(*flags)
-        record = {"name": name, "command": "python -m backend generate " + " ".join(flags), "run_dir": str(run_dir), "wall_s": round(wall, 1),
-                  "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1)}
+        record = {"name": name, "command": "python -m backend generate " + " ".join(flags), "run_dir": str(run_dir),
+                  "wall_s": round(wall, 1), "load_before": round(load_before, 1), "load_after": round(os.getloadavg()[0], 1)}
         index = run_dir / "variations.json"
         record.update(json.loads(index.read_text()) if index.is_file() else summary(run_dir))
         records = record.pop("records", [])

@@ -1,8 +1,8 @@
 """Variations: one prompt, N seeds (config `variations`; `generate PROMPT --variations N`, the panel's Variations).
 
 Seeds seed .. seed+N-1, each an ordinary run in its own run folder `<root>/s<seed>/`, one after
-another on this backend, or as Ray tasks on a cluster when a Ray address is given (batch.run_job,
-so a job there is exactly a batch job). Then `<root>/variations.png`, a contact sheet of the final
+another on this backend, or as Ray tasks on a cluster when a Ray address is given
+(ray_variations.py, through batch.run_job: a job there is exactly a batch job). Then `<root>/variations.png`, a contact sheet of the final
 previews labelled with seed and, for the analytic prior, the target each seed reached, and
 `<root>/variations.json`: every variation's folder, mesh, quality, and how many distinct targets
 the N seeds reached (DreamTime's diversity across seeds, as a tool).
@@ -64,12 +64,14 @@ class Variations:
     """N seeds of one config; duck-types the Trainer for the server (run, request_extract)."""
 
     def __init__(self, config: GenerationConfig, root: str | Path, on_event: Callable[[dict[str, Any]], None] | None = None,
-                 stop: threading.Event | None = None, run_id: str = "run", ray_address: str | None = None):
+                 stop: threading.Event | None = None, run_id: str = "run",
+                 ray_runner: Callable[["Variations"], list[dict[str, Any]]] | None = None):
+        """`ray_runner`: runs the variations elsewhere and returns their records (ray_variations.run_on_ray)."""
         self.config = config.validate()
         self.root = Path(root)
         self.on_event = on_event or (lambda event: None)
         self.stop = stop or threading.Event()
-        self.run_id, self.ray_address = run_id, ray_address
+        self.run_id, self.ray_runner = run_id, ray_runner
         self.seeds = [config.seed + k for k in range(config.variations)]
         self.current = None  # the Trainer running now (extract requests go to it)
 
@@ -84,7 +86,7 @@ class Variations:
         self.root.mkdir(parents=True, exist_ok=True)
         if not resume:
             atomic_write_text(self.root / "config.json", self.config.to_json())
-        records = self._run_ray() if self.ray_address else self._run_here(resume)
+        records = self.ray_runner(self) if self.ray_runner else self._run_here(resume)
         for record in records:
             record["prompt"] = self.config.prompt
         outputs = self.finish(records)
@@ -131,35 +133,6 @@ class Variations:
             self.on_event(event)
 
         return on_event
-
-    # ------------------------------------------------------------------ as Ray tasks
-    def _run_ray(self) -> list[dict[str, Any]]:
-        import ray
-
-        from .batch import init_options, run_job, store_files
-
-        owns_ray = not ray.is_initialized()
-        if owns_ray:
-            ray.init(**init_options(self.ray_address))
-        try:
-            task = ray.remote(run_job).options(num_cpus=1, num_gpus=float(ray.cluster_resources().get("GPU", 0) > 0), max_retries=1,
-                                               retry_exceptions=True)
-            driver = ray.get_runtime_context().get_node_id()
-            pending = {task.remote(self.child_config(seed).to_dict(), 1, driver): seed for seed in self.seeds}
-            records = {}
-            while pending:
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
-                seed = pending.pop(ref)
-                try:
-                    job = store_files(ray.get(ref), self.root)
-                    records[seed] = record_of(Path(job["run_dir"]), seed, job["status"], job.get("error"), job.get("time_s"))
-                except Exception as exc:  # failed in every attempt
-                    records[seed] = record_of(variation_dir(self.root, seed), seed, "failed", f"{type(exc).__name__}: {exc}")
-                self.on_event(protocol.log("info", f"variation seed {seed}: {records[seed]['status']}"))
-        finally:
-            if owns_ray:
-                ray.shutdown()
-        return [records[seed] for seed in self.seeds]
 
     # ------------------------------------------------------------------ the sheet and the index
     def finish(self, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from backend.init_mesh import INIT_FILL, fit_frame, initialize_field, load_init_
 from backend.mesh import export_mesh
 from backend.run_setup import preflight
 from backend.trainer import Trainer
+
 from test_trainer import tiny_config
 
 

@@ -11,6 +11,7 @@ from backend.config import ConfigError
 from backend.refine import prepare_refine
 from backend.schedule import timesteps
 from backend.trainer import Trainer
+
 from test_trainer import tiny_config
 
 

@@ -7,6 +7,7 @@ from PIL import Image
 
 from backend.cluster.variations import Variations, summarize
 from backend.config import ConfigError
+
 from test_trainer import tiny_config
 
 
