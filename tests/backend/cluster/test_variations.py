@@ -6,9 +6,14 @@ import pytest
 from PIL import Image
 
 from backend.cluster.variations import Variations, summarize
-from backend.config import ConfigError
+from backend.config import ConfigError, GenerationConfig
 
-from test_trainer import tiny_config
+
+def tiny_config(**changes) -> GenerationConfig:  # tests/backend/test_trainer.py's TINY (not importable from this folder)
+    tiny = dict(prompt="a red torus", guidance="analytic", device="cpu", steps=12, resolution=16, preview_resolution=16,
+                samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, lr=0.05, mesh_resolution=32,
+                preview_every=4, checkpoint_every=5)
+    return GenerationConfig(**{**tiny, **changes})
 
 
 def test_variations_run_each_seed_and_report_the_targets_reached(tmp_path):
