@@ -31,8 +31,11 @@ class DREAMTIME_OT_generate(Operator):
         props.init_mesh_path = props.source_object = ""
         if props.start_from_selected:  # the active object, exported for init_mesh (selection.py)
             try:
-                source = selection.selected_mesh(context)
                 prefs = client.preferences()
+                if prefs is not None and prefs.backend == "remote":
+                    raise selection.SelectionError("Start from Selected Object needs a local backend: a remote one cannot read "
+                                                   "this machine's files")
+                source = selection.selected_mesh(context)
                 props.init_mesh_path = str(selection.export_object(context, source, prefs.runs_dir() if prefs else bpy.app.tempdir))
                 props.source_object = source.name
             except (selection.SelectionError, RuntimeError, OSError) as exc:

@@ -237,4 +237,6 @@ def local_name(kind: str, remote_path: str) -> str:
         return f"previews/{name}"
     if len(parts) >= 3 and parts[-3] == "extracts":  # a mid-run mesh: extracts/step_XXXXX/mesh.glb
         return f"extracts/{parts[-2]}/{name}"
+    if len(parts) >= 2 and re.fullmatch(r"s\d+", parts[-2]):  # a variation's mesh: s<seed>/mesh.glb (cluster/variations.py)
+        return f"{parts[-2]}/{name}"
     return name

@@ -107,7 +107,8 @@ def scenario_start_from_nothing_selected():
     dim = np.all(np.isclose(left, curve.SKIPPED_COLOUR[:3], atol=0.01), axis=-1).any(0)  # (HALF,) columns drawn dim
     bright = np.all(np.isclose(left, curve.T_COLOUR[:3], atol=0.01), axis=-1).any(0)
     return {"error": props.error, "running": addon.client.is_running(), "first": first, "dim_columns": np.flatnonzero(dim).tolist(),
-            "bright_from": int(np.flatnonzero(bright).min())}
+            "bright_from": int(np.flatnonzero(bright).min()),
+            "remote_names": [addon.remote.local_name("mesh", p) for p in ("/r/v/s3/mesh.glb", "/r/v/s4/mesh.glb", "/r/run/mesh.glb")]}
 
 
 # ---------------------------------------------------------------------- tests
@@ -139,3 +140,4 @@ def test_nothing_selected_is_a_clear_error_and_the_curve_dims_the_skipped_steps(
     assert "select a mesh object" in result["error"] and not result["running"]
     assert result["first"] == 77  # start_step(700, 0.4) = 420 of 700 -> column ceil(420 * 128 / 700)
     assert result["dim_columns"] and max(result["dim_columns"]) < result["first"] <= result["bright_from"] + 1
+    assert result["remote_names"] == ["s3/mesh.glb", "s4/mesh.glb", "mesh.glb"]  # a remote variations run keeps every mesh
