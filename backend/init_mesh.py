@@ -46,7 +46,9 @@ log = logging.getLogger("dreamtime")
 MESH_SUFFIXES = (".glb", ".gltf", ".ply", ".obj")
 INIT_FILL = 0.7  # bounding-sphere radius / scene_radius: 0.63 at the default 0.9, the analytic torus's own outer radius
 BAND_VOXELS = 3  # exact triangle distances this close to the surface; the distance transform beyond
-LOG_INSIDE, LOG_OUTSIDE = 4.0, -6.0  # log density inside (opaque within ~2 samples) and outside (empty)
+# log density inside and outside: as easy to carve and to grow as the centre blob it replaces (the CPU
+# preset's blob is 2 at the centre, -0.8 at r = 0.7); outside, a haze of ~8 % over the bounding sphere
+LOG_INSIDE, LOG_OUTSIDE = 3.0, -3.0
 EDGE_VOXELS = 0.75  # width of the log-density edge, in voxels
 FIT_STEPS = 300  # Adam steps fitting a hash-grid/MLP field to the init mesh
 FIT_POINTS = 2**14  # random points per fitting step
