@@ -35,7 +35,7 @@ def features() -> list[str]:
     """What this backend can do, for the `ready` event: `sd` only when diffusers and transformers import."""
     from ..trainer import Trainer
 
-    found = ["analytic", "cancel", "attach"]
+    found = ["analytic", "cancel", "attach", "init_mesh", "variations", "refine"]
     if sd_import_error() is None:
         found.append("sd")
     if hasattr(Trainer, "request_extract"):
