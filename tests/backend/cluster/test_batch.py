@@ -151,3 +151,18 @@ def test_failures_are_retried_once_then_reported(local_ray, tmp_path):
     assert (unicorn["status"], unicorn["attempts"]) == ("failed", 1) and "unicorn" in unicorn["error"]
     assert (invalid["status"], invalid["attempts"]) == ("failed", 0) and "m2" in invalid["error"]
     assert (root / "contact_sheet.png").is_file()
+
+
+def test_variations_as_ray_tasks(local_ray, tmp_path):
+    """`generate --variations N --ray-address A`: each seed a batch job on the cluster (cluster/ray_variations.py)."""
+    from backend.cluster.ray_variations import run_on_ray
+    from backend.cluster.variations import Variations
+    from backend.config import GenerationConfig
+
+    config = GenerationConfig(prompt="a red torus", guidance="analytic", device="cpu", steps=4, resolution=16, preview_resolution=16,
+                              samples_per_ray=16, encoding="dense", dense_resolution=24, mlp_hidden=0, mesh_resolution=32,
+                              preview_every=2, variations=2, seed=3)
+    outputs = Variations(config, tmp_path / "v", ray_runner=lambda v: run_on_ray(v, "auto")).run()
+    assert [(r["seed"], r["status"]) for r in outputs["variations"]] == [(3, "done"), (4, "done")]
+    assert outputs["distinct_targets"] == 1 and (tmp_path / "v" / "variations.png").is_file()
+    assert all(Path(r["mesh"]).is_file() and Path(r["run_dir"]).parent == tmp_path / "v" for r in outputs["variations"])
