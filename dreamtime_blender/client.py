@@ -45,8 +45,7 @@ class Run:
         self.features: set[str] = set()  # from the backend's ready event
         self.device = "the backend"  # from its ready event
         self.phase = False  # a phase (download, load) is showing in the status line
-        # a run from the selected object (or a refine of one): the result lands in the object's place
-        self.source_object = scene.dreamtime.source_object if config.get("init_mesh") or config.get("refine_from") else ""
+        self.source_object = scene.dreamtime.source_object if config.get("init_mesh") or config.get("refine_from") else ""  # lands there
 
 
 _run: Run | None = None
@@ -81,8 +80,7 @@ def start(scene: bpy.types.Scene, config: dict | None = None) -> str | None:
         if config is None:
             config = props.check(preferences())
         else:
-            prefs = preferences()
-            config = {**(prefs.config_values() if prefs is not None else {}), **config}
+            config = {**(preferences().config_values() if preferences() is not None else {}), **config}
             backend_link.config.GenerationConfig.from_dict(config).validate()
     except (ValueError, TypeError) as exc:
         return _fail(props, str(exc), "Fix this setting and press Generate again.")
