@@ -13,7 +13,10 @@ from .variations import Variations, record_of, variation_dir
 
 def run_on_ray(variations: Variations, address: str) -> list[dict[str, Any]]:
     """Run every seed of `variations` on the Ray cluster at `address` (one CPU each, one GPU each when it has GPUs)."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray-address needs Ray: pip install 'dreamtime-backend[cluster]' (or pip install 'ray>=2.9')") from None
 
     owns_ray = not ray.is_initialized()
     if owns_ray:
