@@ -10,7 +10,7 @@ reaped by later pumps; a backend that dies, writes garbage or goes silent is rep
 
 About 400 lines, over the ~300 target: a run's whole life on Blender's side (start, reconnect,
 cancel, the event handlers, reaping) reads best in one file; what stands alone is already apart
-(backends.py, process.py, remote.py, probe.py, doctor.py, backend_info.py, preview.py, mesh_import.py).
+(backends.py, process.py, remote.py, backend_test.py, probe.py, doctor.py, backend_info.py, preview.py, mesh_import.py).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import bpy
 
-from . import backend_info, backend_link, doctor, mesh_import, preview, probe, selection, variations
-from .backends import OFFLINE_HINT, BackendUnavailable, backend_env, online_access, open_backend, preferences
+from . import backend_info, backend_link, backend_test, doctor, mesh_import, preview, probe, selection, variations
+from .backends import OFFLINE_HINT, BackendUnavailable, online_access, open_backend, preferences
 from .process import BackendProcess
 
 PUMP_INTERVAL = 0.1  # s between pumps while anything runs (previews reach the image within it)
@@ -99,36 +99,10 @@ def start(scene: bpy.types.Scene, config: dict | None = None) -> str | None:
 
 
 def test_backend() -> str:
-    """"Test backend": start the backend the preferences name just to see its `ready` (probe.py);
-    returns the status line, also shown in the preferences."""
-    if probe.active() or doctor.active():
-        return "a test is already running"
-    try:
-        process, name = open_backend()
-    except BackendUnavailable as exc:
-        return _backend_status(f"{exc} {exc.hint}")
-    status = probe.watch(process, name, _backend_status, lambda event: backend_info.remember(preferences(), event))
-    if not isinstance(process, BackendProcess):
-        _doctor_report(None, ["Doctor: run `python -m backend doctor` on the remote backend's machine."])
-    elif _run is not None:
-        _doctor_report(None, ["Doctor: not while a generation runs (its timing would be off); Test again afterwards."])
-    else:
-        doctor.start(process.python, backend_link.backend_root(), backend_env(), _doctor_report)
+    """Preferences › Test backend (backend_test.py): its ready, then its doctor; the status line."""
+    status = backend_test.start(generating=_run is not None)
     ensure_timer()
     return status
-
-
-def _backend_status(text: str) -> str:
-    prefs = preferences()
-    if prefs is not None:
-        prefs.backend_status = text
-    return text
-
-
-def _doctor_report(result: dict | None, lines: list[str]) -> None:
-    prefs = preferences()
-    if prefs is not None:
-        prefs.doctor_lines = "\n".join(lines)
 
 
 def can_reconnect(scene: bpy.types.Scene) -> bool:
