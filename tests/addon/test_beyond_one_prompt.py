@@ -12,6 +12,9 @@ pytestmark = requires_bpy
 
 
 def _world_bounds(obj) -> np.ndarray:
+    import bpy
+
+    bpy.context.view_layer.update()  # matrix_world follows a location set since the last update (Blender does it before a redraw)
     corners = np.array([obj.matrix_world @ v.co for v in obj.data.vertices])
     return np.stack([corners.min(0), corners.max(0)])
 
