@@ -193,10 +193,6 @@ def test_targets_as_data_and_a_symlink_in_the_root_that_points_outside(remote):
     assert_no_server_path(remote, events)
 
 
-FIELDS = {f.name for f in dataclasses.fields(GenerationConfig)}
-
-
-@pytest.mark.skipif(not {"refine_from", "init_mesh"} <= FIELDS, reason="refine and init mesh (issue 12) are not on this branch yet")
 def test_a_remote_refine_continues_only_a_run_this_server_made(remote):
     paths = remote.paths
     remote.client.send("generate", id="base", config=QUICK)
