@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("--json", action="store_true", help="one JSON object (the default output format)")
 
     make = commands.add_parser("make-model", help="write a random-weight Stable Diffusion folder (tests, GPU timing)")
-    make.add_argument("--shape", default="tiny", choices=("tiny", "sd21-base"),
-                      help="tiny: ~1M-parameter UNet; sd21-base: SD 2.1-base shapes")
+    make.add_argument("--shape", default="tiny", choices=("tiny", "sd21-base", "tiny-clip"),
+                      help="tiny: ~1M-parameter UNet; sd21-base: SD 2.1-base shapes; tiny-clip: a random CLIP for bench --clip")
     make.add_argument("--out", required=True, help="folder to write (new or empty)")
     make.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     make.add_argument("--force", action="store_true", help="replace a non-empty --out")
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prompts_arguments(bench.add_parser("prompts",
                                            help="every analytic shape without a colour and in two colours: mesh, χ, colour, PSNR, seconds"))
+    from .bench_robustness import add_arguments as add_robustness_arguments
+
+    add_robustness_arguments(bench.add_parser("robustness", help="tp vs uniform over step budget, lr decay, W_d and modes (issue 15)"))
     return parser
 
 
@@ -263,6 +266,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from .bench import report as bench_report
 
         return bench_report.run_cli(args)
+    if args.bench == "robustness":
+        from . import bench_robustness
+
+        return bench_robustness.run_cli(args)
     return bench_convergence.run_cli(args, sensitivity=args.bench == "sensitivity")
 
 

@@ -5,6 +5,8 @@ with everything else identical: the same seed gives the same initialization, cam
 and diffusion noise at every step, so runs differ only in t(i). Every `eval_every` steps the
 field's evaluation ring is scored against the targets (metrics.py); at the end the run's own
 metrics add the final quality and the mesh's Chamfer error. Results go to `bench.json` and plots.
+With Stable Diffusion there are no targets: `--clip ID|DIR` scores the ring with CLIP instead
+(R-precision, CLIP score, diversity: backend/bench_clip.py).
 
 Runs are independent processes' work (`--jobs`); each run folder keeps `bench_run.json`, and a
 rerun with the same settings reuses it, so an interrupted bench loses at most the runs in flight.
@@ -83,7 +85,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     if saved.exists():
         try:
             previous = json.loads(saved.read_text(encoding="utf-8"))
-            if previous.get("config") == job["config"] and previous.get("eval_every") == job["eval_every"]:
+            if (previous.get("config") == job["config"] and previous.get("eval_every") == job["eval_every"]
+                    and previous.get("clip") == job.get("clip")):
                 return {**previous, "reused": True}
         except (OSError, ValueError):
             pass  # unreadable: run again
@@ -91,9 +94,19 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     config = GenerationConfig.from_dict(job["config"]).validate()
     curve: dict[str, list] = {"eval_steps": [], "psnr": [], "consistency": [], "best_target": []}
+    clip = None  # bench_clip.RunScorer when --clip scores this (sd) run
 
     def evaluate(steps_done: int) -> None:
-        if trainer.guidance_kind != "analytic" or (steps_done % job["eval_every"] and steps_done != config.steps):
+        nonlocal clip
+        if steps_done % job["eval_every"] and steps_done != config.steps:
+            return
+        if trainer.guidance_kind != "analytic":
+            if job.get("clip"):
+                from .bench_clip import RunScorer
+
+                clip = clip or RunScorer(job["clip"], trainer.device)
+                clip.evaluate(trainer.render_ring())
+                curve["eval_steps"].append(steps_done)
             return
         quality = trainer.artifacts.evaluate_quality()
         for key, value in (("eval_steps", steps_done), ("psnr", quality["psnr"]), ("consistency", quality["consistency"]),
@@ -114,6 +127,8 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "mesh_euler": metrics.get("mesh", {}).get("euler"),
         "final_loss": next((v for v in reversed(metrics["loss"]) if v is not None), None),
         "wall_s": round(time.perf_counter() - tick, 2),
+        "clip": job.get("clip"),
+        **(clip.result() if clip else {}),
     }
     atomic_write_text(saved, json.dumps(result, indent=1))
     return result
@@ -137,23 +152,34 @@ def run_bench(
     jobs: int = 1,
     suite: str = "",
     progress: bool = True,
+    clip: str = "",
+    store: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every variant × entry × seed, write `bench.json` and the plots into `out`. Returns bench.json's dict."""
+    """Run every variant × entry × seed, write `bench.json` and the plots into `out`. Returns bench.json's dict.
+
+    clip: a CLIP model (hub id or folder) that scores sd runs (backend/bench_clip.py).
+    store: a folder for runs and targets shared by several benches (bench robustness): each run's
+    folder is named by a digest of its config, so a run two benches share is trained once.
+    """
     from tqdm import tqdm
 
-    from . import plots as bench_plots
+    from . import bench_clip, plots as bench_plots
 
     job_list = []  # every config is built and validated before anything is written
-    for entry in entries:
-        targets_file = targets_path(entry, out / "targets")
+    prompts = [entry.prompt for entry in entries]
+    for index, entry in enumerate(entries):
+        targets_file = targets_path(entry, (store or out) / "targets")
         for variant in variants:
             for seed in range(seeds):
                 run_dir = out / "runs" / variant.label / entry.name / f"seed{seed}"
                 config = bench_config(base, entry, targets_file, seed, variant, run_dir)
+                if store is not None:
+                    run_dir = store / "runs" / entry.name / f"{variant.label}-{config_digest(config)}" / f"seed{seed}"
+                    config = config.replace(run_dir=str(run_dir))
                 job_list.append({"label": variant.label, "entry": entry.name, "kind": entry.kind, "config": config.to_dict(),
-                                 "eval_every": eval_every})
+                                 "eval_every": eval_every, **({"clip": bench_clip.job_spec(clip, prompts, index)} if clip else {})})
     for entry in entries:
-        write_targets(entry, out / "targets")
+        write_targets(entry, (store or out) / "targets")
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(job_list), file=sys.stderr, disable=not progress, unit="run", desc="bench")
@@ -175,6 +201,9 @@ def run_bench(
     steps = base["steps"]
     analytic = all(r["quality"] is not None for r in results)
     summary = bench_metrics.summarize(results, steps) if analytic else bench_metrics.loss_summary(results)
+    clip_summary = bench_clip.summarize(results)
+    for label, values in clip_summary.items():
+        summary[label].update(values)
     bench = {
         "suite": suite,
         "steps": steps,
@@ -185,12 +214,13 @@ def run_bench(
         "base_config": {k: v for k, v in base.items()},
         "threshold_fractions": list(bench_metrics.THRESHOLD_FRACTIONS),
         "schedules": summary,
-        "ratios": bench_metrics.ratios(summary) if analytic else {},
+        "ratios": bench_metrics.ratios(summary) if analytic else bench_clip.ratios(summary),
+        "clip": clip or None,
         "wall_s": round(time.perf_counter() - started, 1),
         "runs_reused": sum(bool(r.get("reused")) for r in results),
         "jobs": jobs,
         "cpu_count": os.cpu_count(),
-        "runs": [{k: v for k, v in r.items() if k != "config"} for r in results],
+        "runs": [{k: v for k, v in r.items() if k not in ("config", "clip")} | _without_embeddings(r) for r in results],
     }
     atomic_write_text(out / "bench.json", json.dumps(bench, indent=1))
     bench["plots"] = [str(p) for p in bench_plots.write_all(bench, out / "plots")]
@@ -198,9 +228,24 @@ def run_bench(
     return bench
 
 
+def config_digest(config: GenerationConfig) -> str:
+    """A short digest of everything in a config but its run folder and seed: configs with equal
+    digests and seeds train equally (a shared store keeps the seeds of one digest side by side)."""
+    import hashlib
+
+    values = {k: v for k, v in config.to_dict().items() if k not in ("run_dir", "seed")}
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _without_embeddings(result: dict[str, Any]) -> dict[str, Any]:
+    """bench.json keeps a run's final CLIP numbers; its embeddings stay in the run's bench_run.json."""
+    final = result.get("clip_final")
+    return {"clip_final": {k: v for k, v in final.items() if k != "embeddings"}} if final else {}
+
+
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser, sensitivity: bool = False) -> None:
-    parser.add_argument("--suite", default="sweep" if sensitivity else "quick", help="quick | full | minimal (sensitivity: sweep)")
+    parser.add_argument("--suite", default="sweep" if sensitivity else "quick", help="quick | full | minimal (sensitivity: sweep); sd: quick | minimal | pair | paper")
     if not sensitivity:
         parser.add_argument("--schedules", default="tp,uniform,linear", help="comma-separated: tp, uniform, linear")
     parser.add_argument("--seeds", type=int, default=2 if sensitivity else 3, help="seeds 0..N-1 per prompt and schedule")
@@ -211,6 +256,8 @@ def add_arguments(parser, sensitivity: bool = False) -> None:
     parser.add_argument("--targets", default="", help="a JSON targets file: bench just this set")
     parser.add_argument("--guidance", default="analytic", choices=("analytic", "sd"))
     parser.add_argument("--model", help="sd: hub id or local diffusers folder")
+    parser.add_argument("--clip", default="", metavar="ID|DIR",
+                        help="sd: a CLIP model (hub id or local folder) that scores the evaluation ring: R-precision, CLIP score, diversity")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--jobs", type=int, help="runs in parallel processes (default: 2 on a CPU with >= 2 cores, else 1)")
     parser.add_argument("--out", default="bench_sensitivity" if sensitivity else "bench", help="output folder (bench.json, plots/, runs/)")
@@ -268,11 +315,19 @@ def run_cli(args, sensitivity: bool = False) -> int:
         entries = sd_entries(args.suite)
     else:
         entries = suite_entries(args.suite, args.targets)
+        if args.clip:
+            raise ValueError("--clip: scores Stable Diffusion benches (--guidance sd); the analytic prior is scored against its known targets")
+    if args.clip:
+        from .clip_model import preflight
+
+        preflight(args.clip)
     variants = sensitivity_variants() if sensitivity else schedule_variants([s.strip() for s in args.schedules.split(",") if s.strip()])
     eval_every = args.eval_every or max(1, base["steps"] // 12)
     jobs = args.jobs or (2 if base["device"] == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
-    bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet)
+    bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet, clip=args.clip)
     quality = {label: s.get("quality_db") for label, s in bench["schedules"].items()}
-    print(json.dumps({"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality,
-                      "wall_s": bench["wall_s"]}, indent=1))
+    printed = {"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality, "wall_s": bench["wall_s"]}
+    if args.clip:
+        printed["r_precision"] = {label: s.get("r_precision") for label, s in bench["schedules"].items()}
+    print(json.dumps(printed, indent=1))
     return 0

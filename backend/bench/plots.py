@@ -1,6 +1,7 @@
 """The plots of `bench convergence` (issue 5), drawn from bench.json's dict with matplotlib.
 
 quality.png          PSNR vs step per schedule: median over seeds, band from min to max; one panel per prompt
+clip.png             sd with --clip: CLIP R@1 and CLIP score vs step, the same way
 schedules.png        t(i) of each schedule
 diversity.png        per multi-modal prompt, how many seeds ended at each target, per schedule
 final_renders.png    the final evaluation render (first ring view) of every schedule x prompt x seed
@@ -59,6 +60,35 @@ def quality_curves(bench: dict[str, Any], path: Path) -> Path | None:
         ax.set_ylabel("PSNR vs best target (dB)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"quality vs step (median over {bench['seeds']} seeds, band: min..max; dotted: thresholds)")
+    return _save(fig, path)
+
+
+def clip_curves(bench: dict[str, Any], path: Path) -> Path | None:
+    """R@1 and CLIP score vs step (sd benches with --clip): median over seeds, band min..max."""
+    entries = [e["name"] for e in bench["entries"]]
+    if not any(r.get("r_precision") for r in bench["runs"]):
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(entries), figsize=(4.2 * len(entries), 6.4), squeeze=False)
+    for column, entry in enumerate(entries):
+        for row, (key, name) in enumerate((("r_precision", "CLIP R@1"), ("clip_score", "CLIP score"))):
+            ax = axes[row][column]
+            for label in bench["variants"]:
+                runs = [r for r in _runs(bench, label, entry) if r.get(key)]
+                if not runs:
+                    continue
+                curves = np.array([r[key] for r in runs])
+                line, = ax.plot(runs[0]["eval_steps"], np.median(curves, 0), label=label)
+                ax.fill_between(runs[0]["eval_steps"], curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
+            ax.set_title(entry if row == 0 else "")
+            ax.set_xlabel("step")
+            ax.set_ylabel(name)
+    chance = 1 / len(entries)
+    for ax in axes[0]:
+        ax.set_ylim(-0.05, 1.05)
+        ax.axhline(chance, color="grey", lw=0.6, ls=":")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"CLIP vs step ({bench.get('clip')}; median over {bench['seeds']} seeds, band min..max; chance R@1 = {chance:.2f})")
     return _save(fig, path)
 
 
@@ -138,6 +168,7 @@ def write_all(bench: dict[str, Any], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     made = [
         quality_curves(bench, folder / "quality.png"),
+        clip_curves(bench, folder / "clip.png"),
         schedule_curves(bench, folder / "schedules.png"),
         diversity_bars(bench, folder / "diversity.png"),
         final_renders(bench, folder / "final_renders.png"),

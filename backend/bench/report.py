@@ -55,9 +55,36 @@ def ratios_table(bench: dict[str, Any]) -> str:
     return "\n".join(["| ratio | value |", "| --- | --- |"] + [f"| {k} | {_fmt(v, 3)} |" for k, v in bench["ratios"].items()])
 
 
+def clip_table(bench: dict[str, Any]) -> str:
+    """sd benches scored with --clip: the final CLIP numbers per schedule, then per prompt."""
+    lines = [
+        (f"CLIP `{bench.get('clip')}`; R@1 among the suite's {len(bench['entries'])} prompts (chance "
+         f"{1 / len(bench['entries']):.2f}); diversity: mean pairwise cosine distance of the final views across seeds"),
+        "",
+        "| schedule | R@1 | CLIP score | diversity | final loss |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, s in bench["schedules"].items():
+        lines.append(f"| {label} | {_fmt(s.get('r_precision'))} | {_fmt(s.get('clip_score'), 1)} | {_fmt(s.get('clip_diversity'), 3)} | "
+                     f"{_fmt(s.get('final_loss'), 4)} |")
+    labels = list(bench["schedules"])
+    lines += ["", "| prompt | " + " | ".join(f"{label}: R@1, CLIP score, diversity" for label in labels) + " |",
+              "| --- | " + " | ".join("---" for _ in labels) + " |"]
+    for entry in bench["entries"]:
+        cells = []
+        for label in labels:
+            p = bench["schedules"][label].get("per_prompt", {}).get(entry["name"], {})
+            cells.append(f"{_fmt(p.get('r_precision'))}, {_fmt(p.get('clip_score'), 1)}, {_fmt(p.get('diversity'), 3)}")
+        lines.append(f"| {entry['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(path: str | Path) -> str:
     bench = json.loads(Path(path).read_text(encoding="utf-8"))
     if not all("quality_db" in s for s in bench["schedules"].values()):
+        if bench.get("clip"):
+            head = f"suite `{bench['suite']}` (sd), {bench['steps']} steps, {bench['seeds']} seeds; {len(bench['runs'])} runs in {bench['wall_s'] / 60:.1f} min"
+            return "\n\n".join([head, clip_table(bench)] + ([ratios_table(bench)] if bench.get("ratios") else [])) + "\n"
         return "no analytic quality in this bench (guidance without known targets): see its plots\n"
     head = (f"suite `{bench['suite']}`, {bench['steps']} steps, {bench['seeds']} seeds, evaluated every "
             f"{bench['eval_every']} steps; {len(bench['runs'])} runs in {bench['wall_s'] / 60:.1f} min ({bench['jobs']} jobs)")

@@ -78,6 +78,31 @@ def suite_entries(name: str, targets_file: str = "") -> tuple[SuiteEntry, ...]:
     return SUITES[name]
 
 
+# The `paper` suite: prompts in the style of the figures of DreamFusion and DreamTime (objects,
+# animals, characters; written for this bench, not copied from the papers). Animals and characters
+# have a front and a back, where the multi-face (Janus) problem the paper addresses shows. Scored
+# with --clip: R@1 among these 15 prompts (chance 1/15). The command a GPU user runs is in README
+# "Does TP-SDS help?"; it has not been run here (no GPU, no weights).
+PAPER_SUITE: tuple[SuiteEntry, ...] = tuple(
+    SuiteEntry(name, kind, prompt) for name, kind, prompt in (
+        ("hamburger", "object", "a DSLR photo of a hamburger"),
+        ("teapot", "object", "a DSLR photo of a blue and white porcelain teapot"),
+        ("rocking_chair", "object", "a DSLR photo of a wooden rocking chair"),
+        ("sports_car", "object", "a zoomed out DSLR photo of a red sports car"),
+        ("pancakes", "object", "a DSLR photo of a stack of pancakes with maple syrup"),
+        ("corgi", "animal", "a zoomed out DSLR photo of a corgi"),
+        ("squirrel", "animal", "a DSLR photo of a squirrel eating an acorn"),
+        ("eagle", "animal", "a DSLR photo of a bald eagle"),
+        ("frog", "animal", "a DSLR photo of a frog sitting on a lily pad"),
+        ("owl", "animal", "a DSLR photo of an owl perched on a branch"),
+        ("astronaut", "character", "a DSLR photo of an astronaut in a white spacesuit, full body"),
+        ("knight", "character", "a knight in shining armor, full body"),
+        ("robot", "character", "a DSLR photo of a robot playing the guitar"),
+        ("wizard", "character", "a cartoon wizard with a long beard and a blue hat, full body"),
+        ("fox_figurine", "character", "a ceramic figurine of a fox wearing a red coat"),
+    )
+)
+
 # Stable Diffusion has no known answer: text prompts whose objects have several plausible forms.
 SD_SUITES: dict[str, tuple[SuiteEntry, ...]] = {
     "quick": (
@@ -86,6 +111,9 @@ SD_SUITES: dict[str, tuple[SuiteEntry, ...]] = {
         SuiteEntry("chair", "open", "a wooden chair"),
     ),
     "minimal": (SuiteEntry("mug", "open", "a ceramic coffee mug"),),
+    # Tests of the CLIP scores: two prompts, so R@1 has a chance level (0.5) below 1.
+    "pair": (SuiteEntry("mug", "open", "a ceramic coffee mug"), SuiteEntry("chair", "open", "a wooden chair")),
+    "paper": PAPER_SUITE,
 }
 
 

@@ -9,6 +9,8 @@ local_files_only=True)` and the `sd` guidance load exactly as they load a downlo
 - `sd21-base`: the shapes of stabilityai/stable-diffusion-2-1-base (UNet 865.9 M parameters,
   64² latents, VAE downsampling 8 → 512² images, OpenCLIP-H text encoder of 23 layers). For
   timing on a GPU; saved in fp16 (~2.6 GB).
+- `tiny-clip`: not SD but a random CLIP model and processor (backend/make_clip.py), for the
+  bench's `--clip` scores in tests.
 
 The tokenizer's vocab.json and merges.txt are written here: a byte-level BPE as CLIP's (every
 byte, every byte + "</w>", merges that spell common prompt words, then <|startoftext|> and
@@ -224,9 +226,13 @@ def build_pipeline(shape: str, tokenizer_dir: Path, seed: int = 0):
 
 
 def make_model(shape: str, out: str | os.PathLike, seed: int = 0, force: bool = False) -> Path:
-    """Write a random-weight SD folder of `shape` to `out` (built beside it, then renamed into place)."""
-    if shape not in SHAPES:
-        raise ValueError(f"shape: must be one of {', '.join(SHAPES)}, got {shape!r}")
+    """Write a random-weight SD folder of `shape` to `out` (built beside it, then renamed into place).
+
+    A shape of backend/make_clip.py (`tiny-clip`) writes a CLIP folder instead, the same way."""
+    from .make_clip import CLIP_SHAPES, build_clip
+
+    if shape not in SHAPES and shape not in CLIP_SHAPES:
+        raise ValueError(f"shape: must be one of {', '.join([*SHAPES, *CLIP_SHAPES])}, got {shape!r}")
     out = Path(out).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ValueError(f"out: {out} exists and is not empty; choose another folder or pass --force to replace it")
@@ -234,12 +240,15 @@ def make_model(shape: str, out: str | os.PathLike, seed: int = 0, force: bool = 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the model folder is not
-        pipeline = build_pipeline(shape, staging / "tokenizer", seed)
-        if SHAPES[shape].dtype == torch.float16:
-            for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
-                module.half()  # not pipeline.to(dtype): diffusers warns about that, needlessly here
-        pipeline.save_pretrained(staging, safe_serialization=True)
-        write_tokenizer_files(staging / "tokenizer")  # ours, whatever save_pretrained wrote beside them
+        if shape in CLIP_SHAPES:
+            build_clip(staging, shape, seed)
+        else:
+            pipeline = build_pipeline(shape, staging / "tokenizer", seed)
+            if SHAPES[shape].dtype == torch.float16:
+                for module in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+                    module.half()  # not pipeline.to(dtype): diffusers warns about that, needlessly here
+            pipeline.save_pretrained(staging, safe_serialization=True)
+            write_tokenizer_files(staging / "tokenizer")  # ours, whatever save_pretrained wrote beside them
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(staging, out)

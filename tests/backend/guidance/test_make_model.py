@@ -81,3 +81,19 @@ def test_cli_make_model(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind
     assert cli.main(["make-model", "--out", str(out)]) == 2  # not empty: one line, exit 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_tiny_clip_folder_loads_like_a_hub_clip_and_embeds(tmp_path):
+    import torch
+
+    from backend.clip_model import ClipEmbedder
+
+    folder = make_model("tiny-clip", tmp_path / "clip")
+    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json", "processor_config.json"):
+        assert (folder / name).is_file(), name
+    clip = ClipEmbedder(str(folder))  # CLIPModel + CLIPProcessor, local_files_only
+    texts = clip.text(["a ceramic coffee mug", "a zebra über 42!"])
+    images = clip.images(torch.rand(3, 24, 40, 3))  # any size: the processor resizes and crops
+    assert texts.shape == (2, 16) and images.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5) and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
+    assert not np.allclose(texts[0], texts[1])
