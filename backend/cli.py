@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prompts_arguments(bench.add_parser("prompts",
                                            help="every analytic shape without a colour and in two colours: mesh, χ, colour, PSNR, seconds"))
-    from .bench_robustness import add_arguments as add_robustness_arguments
+    from .bench.robustness import add_arguments as add_robustness_arguments
 
     add_robustness_arguments(bench.add_parser("robustness", help="tp vs uniform over step budget, lr decay, W_d and modes (issue 15)"))
     return parser
@@ -267,7 +267,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         return bench_report.run_cli(args)
     if args.bench == "robustness":
-        from . import bench_robustness
+        from .bench import robustness as bench_robustness
 
         return bench_robustness.run_cli(args)
     return bench_convergence.run_cli(args, sensitivity=args.bench == "sensitivity")

@@ -128,7 +128,7 @@ OUTSIDE = re.compile("|".join(["DES" + "IGN §", "DES" + "IGN\\.md", "STY" + "LE
 
 def text_files() -> list[Path]:
     """The repository's own text files (not venvs, builds, run folders or git's)."""
-    skip = {"dist", "runs", "bench", "bench_sensitivity", "__pycache__", "images"}
+    skip = {"dist", "runs", "bench", "bench_sensitivity", "bench_robustness", "__pycache__", "images"}
     files = []
     for folder, subfolders, names in os.walk(ROOT):
         subfolders[:] = [name for name in subfolders if not name.startswith(".") and name not in skip or name == ".ci"]

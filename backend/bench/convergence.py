@@ -6,7 +6,7 @@ and diffusion noise at every step, so runs differ only in t(i). Every `eval_ever
 field's evaluation ring is scored against the targets (metrics.py); at the end the run's own
 metrics add the final quality and the mesh's Chamfer error. Results go to `bench.json` and plots.
 With Stable Diffusion there are no targets: `--clip ID|DIR` scores the ring with CLIP instead
-(R-precision, CLIP score, diversity: backend/bench_clip.py).
+(R-precision, CLIP score, diversity: backend/bench/clip.py).
 
 Runs are independent processes' work (`--jobs`); each run folder keeps `bench_run.json`, and a
 rerun with the same settings reuses it, so an interrupted bench loses at most the runs in flight.
@@ -94,7 +94,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
 
     config = GenerationConfig.from_dict(job["config"]).validate()
     curve: dict[str, list] = {"eval_steps": [], "psnr": [], "consistency": [], "best_target": []}
-    clip = None  # bench_clip.RunScorer when --clip scores this (sd) run
+    clip = None  # clip.RunScorer when --clip scores this (sd) run
 
     def evaluate(steps_done: int) -> None:
         nonlocal clip
@@ -102,10 +102,10 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
             return
         if trainer.guidance_kind != "analytic":
             if job.get("clip"):
-                from .bench_clip import RunScorer
+                from .clip import RunScorer
 
                 clip = clip or RunScorer(job["clip"], trainer.device)
-                clip.evaluate(trainer.render_ring())
+                clip.evaluate(trainer.artifacts.render_ring())
                 curve["eval_steps"].append(steps_done)
             return
         quality = trainer.artifacts.evaluate_quality()
@@ -157,13 +157,13 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every variant × entry × seed, write `bench.json` and the plots into `out`. Returns bench.json's dict.
 
-    clip: a CLIP model (hub id or folder) that scores sd runs (backend/bench_clip.py).
+    clip: a CLIP model (hub id or folder) that scores sd runs (backend/bench/clip.py).
     store: a folder for runs and targets shared by several benches (bench robustness): each run's
     folder is named by a digest of its config, so a run two benches share is trained once.
     """
     from tqdm import tqdm
 
-    from . import bench_clip, plots as bench_plots
+    from . import clip as bench_clip, plots as bench_plots
 
     job_list = []  # every config is built and validated before anything is written
     prompts = [entry.prompt for entry in entries]
@@ -245,7 +245,8 @@ def _without_embeddings(result: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser, sensitivity: bool = False) -> None:
-    parser.add_argument("--suite", default="sweep" if sensitivity else "quick", help="quick | full | minimal (sensitivity: sweep); sd: quick | minimal | pair | paper")
+    parser.add_argument("--suite", default="sweep" if sensitivity else "quick",
+                        help="quick | full | minimal (sensitivity: sweep); sd: quick | minimal | pair | paper")
     if not sensitivity:
         parser.add_argument("--schedules", default="tp,uniform,linear", help="comma-separated: tp, uniform, linear")
     parser.add_argument("--seeds", type=int, default=2 if sensitivity else 3, help="seeds 0..N-1 per prompt and schedule")
@@ -257,7 +258,8 @@ def add_arguments(parser, sensitivity: bool = False) -> None:
     parser.add_argument("--guidance", default="analytic", choices=("analytic", "sd"))
     parser.add_argument("--model", help="sd: hub id or local diffusers folder")
     parser.add_argument("--clip", default="", metavar="ID|DIR",
-                        help="sd: a CLIP model (hub id or local folder) that scores the evaluation ring: R-precision, CLIP score, diversity")
+                        help="sd: a CLIP model (hub id or local folder) that scores the evaluation ring: "
+                             "R-precision, CLIP score, diversity")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--jobs", type=int, help="runs in parallel processes (default: 2 on a CPU with >= 2 cores, else 1)")
     parser.add_argument("--out", default="bench_sensitivity" if sensitivity else "bench", help="output folder (bench.json, plots/, runs/)")
@@ -316,7 +318,8 @@ def run_cli(args, sensitivity: bool = False) -> int:
     else:
         entries = suite_entries(args.suite, args.targets)
         if args.clip:
-            raise ValueError("--clip: scores Stable Diffusion benches (--guidance sd); the analytic prior is scored against its known targets")
+            raise ValueError("--clip: scores Stable Diffusion benches (--guidance sd); "
+                             "the analytic prior is scored against its known targets")
     if args.clip:
         from .clip_model import preflight
 
@@ -324,7 +327,8 @@ def run_cli(args, sensitivity: bool = False) -> int:
     variants = sensitivity_variants() if sensitivity else schedule_variants([s.strip() for s in args.schedules.split(",") if s.strip()])
     eval_every = args.eval_every or max(1, base["steps"] // 12)
     jobs = args.jobs or (2 if base["device"] == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
-    bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet, clip=args.clip)
+    bench = run_bench(variants, entries, args.seeds, Path(args.out), base, eval_every, jobs, args.suite, progress=not args.quiet,
+                      clip=args.clip)
     quality = {label: s.get("quality_db") for label, s in bench["schedules"].items()}
     printed = {"bench": str(Path(args.out) / "bench.json"), "ratios": bench["ratios"], "quality_db": quality, "wall_s": bench["wall_s"]}
     if args.clip:

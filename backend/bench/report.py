@@ -83,7 +83,8 @@ def report(path: str | Path) -> str:
     bench = json.loads(Path(path).read_text(encoding="utf-8"))
     if not all("quality_db" in s for s in bench["schedules"].values()):
         if bench.get("clip"):
-            head = f"suite `{bench['suite']}` (sd), {bench['steps']} steps, {bench['seeds']} seeds; {len(bench['runs'])} runs in {bench['wall_s'] / 60:.1f} min"
+            head = (f"suite `{bench['suite']}` (sd), {bench['steps']} steps, {bench['seeds']} seeds; "
+                    f"{len(bench['runs'])} runs in {bench['wall_s'] / 60:.1f} min")
             return "\n\n".join([head, clip_table(bench)] + ([ratios_table(bench)] if bench.get("ratios") else [])) + "\n"
         return "no analytic quality in this bench (guidance without known targets): see its plots\n"
     head = (f"suite `{bench['suite']}`, {bench['steps']} steps, {bench['seeds']} seeds, evaluated every "

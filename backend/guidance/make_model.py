@@ -1,4 +1,4 @@
-"""Random-weight Stable Diffusion folders, for tests and for GPU timing without weights (docs/ARCHITECTURE.md §9).
+"""Random-weight Stable Diffusion folders (and a tiny CLIP), for tests and for GPU timing without weights (docs/ARCHITECTURE.md §9).
 
 `make_model("tiny", out)` writes a complete diffusers folder — model_index.json, unet/, vae/,
 text_encoder/, tokenizer/, scheduler/ — that `StableDiffusionPipeline.from_pretrained(out,
@@ -9,7 +9,7 @@ local_files_only=True)` and the `sd` guidance load exactly as they load a downlo
 - `sd21-base`: the shapes of stabilityai/stable-diffusion-2-1-base (UNet 865.9 M parameters,
   64² latents, VAE downsampling 8 → 512² images, OpenCLIP-H text encoder of 23 layers). For
   timing on a GPU; saved in fp16 (~2.6 GB).
-- `tiny-clip`: not SD but a random CLIP model and processor (backend/make_clip.py), for the
+- `tiny-clip`: not SD but a random CLIP model and processor (`build_clip`, below), for the
   bench's `--clip` scores in tests.
 
 The tokenizer's vocab.json and merges.txt are written here: a byte-level BPE as CLIP's (every
@@ -225,12 +225,50 @@ def build_pipeline(shape: str, tokenizer_dir: Path, seed: int = 0):
     )
 
 
+# ---------------------------------------------------------------------- a random CLIP (bench --clip tests)
+# `tiny-clip` writes what `CLIPModel.save_pretrained` and `CLIPProcessor.save_pretrained` write
+# (config.json, model.safetensors, the processor and tokenizer files), laid out as a hub CLIP
+# repository is (vocab.json and merges.txt at the top), so `--clip FOLDER` loads it exactly as it
+# loads openai/clip-vit-base-patch32 saved to a folder: text and vision transformers of width 32
+# and 2 layers, 16-dimensional projections, 32² images in 8² patches, the tokenizer above (any text
+# tokenizes). Its numbers mean nothing: random weights rank prompts at random.
+
+CLIP_SHAPES: dict[str, dict[str, Any]] = {
+    "tiny-clip": {
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+                 "max_position_embeddings": MAX_TOKENS},
+        "vision": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+                   "image_size": 32, "patch_size": 8},
+        "projection_dim": 16,
+    },
+}
+
+
+def build_clip(folder: Path, shape: str = "tiny-clip", seed: int = 0) -> Path:
+    """Write a random-weight CLIP model of `shape` and its processor into `folder` (fp32)."""
+    from ..bench.clip_model import quiet_transformers
+
+    spec = CLIP_SHAPES[shape]
+    folder = Path(folder)
+    vocab = write_tokenizer_files(folder)  # vocab.json, merges.txt
+    special = {"vocab_size": len(vocab), "bos_token_id": vocab[BOS], "eos_token_id": vocab[EOS], "pad_token_id": vocab[EOS]}
+    size = spec["vision"]["image_size"]
+    with quiet_transformers():
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+        tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_TOKENS)
+        config = CLIPConfig(text_config={**spec["text"], **special}, vision_config=spec["vision"], projection_dim=spec["projection_dim"])
+        image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        torch.manual_seed(seed)
+        CLIPModel(config).save_pretrained(folder, safe_serialization=True)
+        CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
 def make_model(shape: str, out: str | os.PathLike, seed: int = 0, force: bool = False) -> Path:
     """Write a random-weight SD folder of `shape` to `out` (built beside it, then renamed into place).
 
-    A shape of backend/make_clip.py (`tiny-clip`) writes a CLIP folder instead, the same way."""
-    from .make_clip import CLIP_SHAPES, build_clip
-
+    A shape of CLIP_SHAPES (`tiny-clip`) writes a CLIP folder instead, the same way."""
     if shape not in SHAPES and shape not in CLIP_SHAPES:
         raise ValueError(f"shape: must be one of {', '.join([*SHAPES, *CLIP_SHAPES])}, got {shape!r}")
     out = Path(out).expanduser().resolve()

@@ -117,7 +117,7 @@ def test_sd_guidance_bench_scores_the_ring_with_clip_and_records_loss_and_time(t
     assert len(saved["clip_final"]["embeddings"]) == 8  # the final views' embeddings, behind diversity
     for name in ("schedules.png", "clip.png"):
         assert (out / "plots" / name).stat().st_size > 1000
-    from backend.bench_report import report
+    from backend.bench.report import report
 
     assert "| tp | " in report(out / "bench.json") and "chance 0.50" in report(out / "bench.json")
 
@@ -133,7 +133,7 @@ def test_clip_flag_is_checked_before_any_run(tmp_path):
 
 
 def test_paper_suite_has_distinct_prompts_of_objects_animals_and_characters():
-    from backend.bench_suite import sd_entries
+    from backend.bench.suite import sd_entries
 
     entries = sd_entries("paper")
     assert 10 <= len(entries) <= 20

@@ -86,7 +86,7 @@ def test_cli_make_model(tmp_path, capsys):
 def test_tiny_clip_folder_loads_like_a_hub_clip_and_embeds(tmp_path):
     import torch
 
-    from backend.clip_model import ClipEmbedder
+    from backend.bench.clip_model import ClipEmbedder
 
     folder = make_model("tiny-clip", tmp_path / "clip")
     for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json", "processor_config.json"):

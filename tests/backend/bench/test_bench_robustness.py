@@ -4,10 +4,10 @@ import json
 import subprocess
 import sys
 
-from backend.bench_convergence import bench_config
-from backend.bench_robustness import CELLS, ENTRIES, base_config, plan, selected_cells, variants
-from backend.bench_robustness_report import cell_row, table
-from backend.targets import load_targets
+from backend.bench.convergence import bench_config
+from backend.bench.robustness import CELLS, ENTRIES, base_config, plan, selected_cells, variants
+from backend.bench.robustness_report import cell_row, table
+from backend.guidance.targets import load_targets
 
 TINY = ["--set", "resolution=16", "--set", "preview_resolution=16", "--set", "samples_per_ray=16",
         "--set", "dense_resolution=32", "--set", "mesh_resolution=32"]
@@ -80,6 +80,6 @@ def test_robustness_command_runs_a_cell_writes_the_table_and_reuses_its_runs(tmp
 def test_readme_lists_every_cell_of_the_study():
     from pathlib import Path
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     for cell in selected_cells(""):
         assert f"| {cell.name} | {cell.varies} | {cell.steps} |" in readme, cell.name

@@ -13,12 +13,12 @@ interact with the schedule (the learning-rate decay and W_d) with a longer budge
 
 A partial factorial, not a full one (4 x 2 x 2 x 4 cells at 4 seeds would take ~20 hours on 2
 cores): `CELLS` lists what runs, each tp vs uniform (and linear where a run costs 300 steps) with
-4 seeds on the suite's metrics (backend/bench_metrics.py). Every cell is one bench (its own
+4 seeds on the suite's metrics (backend/bench/metrics.py). Every cell is one bench (its own
 bench.json and plots in DIR/cells/NAME/); all cells share one run store (DIR/runs/), where a
 run's folder is named by a digest of its config, so a run that two cells share (the uniform runs
 of a W_d-off cell are the baseline's; the 8-mode torus is the baseline's torus) is trained once,
 and an interrupted study resumes where it stopped. `bench robustness --out DIR --cells NAME`
-reproduces one cell; bench_robustness_report.py gathers the cells into robustness.json, the
+reproduces one cell; robustness_report.py gathers the cells into robustness.json, the
 README table and the plot.
 """
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .bench_suite import CONE_UP_OR_DOWN, SuiteEntry, targets_path
+from .suite import CONE_UP_OR_DOWN, SuiteEntry, targets_path
 
 SEEDS = 4
 # Idle 2-core CPU, the quick suite: 36 runs x 300 steps in 12.2 min with 2 jobs = 0.136 core-s per
@@ -88,15 +88,15 @@ CELLS_BY_NAME = {cell.name: cell for cell in CELLS}
 
 def variants(cell: Cell):
     """tp (W_d as the cell says), uniform and linear as themselves: only tp reads use_w_d."""
-    from .bench_convergence import Variant
+    from .convergence import Variant
 
     return [Variant(s, {"schedule": s, **({"use_w_d": False} if s == "tp" and not cell.use_w_d else {})}) for s in cell.schedules]
 
 
 def base_config(cell: Cell, overrides: dict[str, Any]) -> dict[str, Any]:
     """The CPU preset, the bench preset (as `bench convergence` on the analytic prior), the cell."""
-    from .bench_convergence import BENCH_PRESET
-    from .config import preset_for
+    from ..config import preset_for
+    from .convergence import BENCH_PRESET
 
     return {**preset_for("cpu"), "device": "cpu", "guidance": "analytic", **BENCH_PRESET,
             "steps": cell.steps, "lr_final_ratio": cell.lr_final_ratio, **overrides}
@@ -113,7 +113,7 @@ def command(cell: Cell, out: str = "bench_robustness") -> str:
 def plan(cells: list[Cell], out: Path, seeds: int, overrides: dict[str, Any], jobs: int = 2) -> list[dict[str, Any]]:
     """Per cell: its runs, the runs not trained by an earlier cell of the list (nor already in the
     store), and the estimated wall time of those on an idle machine with `jobs` runs at a time."""
-    from .bench_convergence import bench_config, config_digest
+    from .convergence import bench_config, config_digest
 
     seen: set[str] = set()
     rows = []
@@ -137,13 +137,13 @@ def plan(cells: list[Cell], out: Path, seeds: int, overrides: dict[str, Any], jo
 
 def run_cell(cell: Cell, out: Path, seeds: int, overrides: dict[str, Any], jobs: int, progress: bool = True) -> dict[str, Any]:
     """One cell as a bench in out/cells/NAME, its runs in the shared store `out`. Returns bench.json's dict."""
-    from .bench_convergence import run_bench
+    from .convergence import run_bench
 
     entries = tuple(ENTRIES[name] for name in cell.entries)
     bench = run_bench(variants(cell), entries, seeds, out / "cells" / cell.name, base_config(cell, overrides), eval_every(cell),
                       jobs, suite=f"robustness:{cell.name}", progress=progress, store=out)
     bench["cell"] = asdict(cell)
-    from .run_folder import atomic_write_text
+    from ..run_folder import atomic_write_text
 
     atomic_write_text(out / "cells" / cell.name / "bench.json", json.dumps(bench, indent=1))
     return bench
@@ -171,8 +171,8 @@ def selected_cells(names: str) -> list[Cell]:
 
 
 def run_cli(args) -> int:
-    from . import bench_robustness_report
-    from .bench_convergence import parse_overrides
+    from . import robustness_report
+    from .convergence import parse_overrides
 
     out = Path(args.out)
     cells = selected_cells(args.cells)
@@ -187,7 +187,7 @@ def run_cli(args) -> int:
     if not args.report:
         for cell in cells:
             run_cell(cell, out, args.seeds, overrides, args.jobs, progress=not args.quiet)
-    study = bench_robustness_report.write(out, wall_s=time.perf_counter() - started)
+    study = robustness_report.write(out, [cell.name for cell in CELLS], wall_s=time.perf_counter() - started)
     print(json.dumps({"robustness": str(out / "robustness.json"), "cells": [c["cell"] for c in study["cells"]],
                       "quality_db_tp_minus_uniform": {c["cell"]: c["quality_db_tp_minus_uniform"] for c in study["cells"]}}, indent=1))
     return 0

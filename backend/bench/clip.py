@@ -2,7 +2,7 @@
 
 Per run, in its worker: the suite's prompts are embedded once; at every evaluation (every
 `eval_every` steps and at the last step) the evaluation ring's renders (8 views, lambertian, white
-background) are embedded and scored against all of them (backend/clip_metrics.py): R@1 counts
+background) are embedded and scored against all of them (backend/bench/clip_metrics.py): R@1 counts
 each view as one render, so a run's R@1 is the share of its 8 views that CLIP retrieves as its own
 prompt. The last evaluation gives the run's final numbers and keeps its view embeddings, from which
 the diversity of a prompt across seeds is computed.
@@ -68,7 +68,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for label in dict.fromkeys(r["label"] for r in results if r.get("clip_final")):
         per_prompt: dict[str, Any] = {}
         for entry in dict.fromkeys(r["entry"] for r in results):
-            runs = sorted((r for r in results if r["label"] == label and r["entry"] == entry and r.get("clip_final")), key=lambda r: r["seed"])
+            runs = sorted((r for r in results if r["label"] == label and r["entry"] == entry and r.get("clip_final")),
+                          key=lambda r: r["seed"])
             if not runs:
                 continue
             embeddings = [r["clip_final"]["embeddings"] for r in runs if r["clip_final"]["embeddings"]]

@@ -70,7 +70,8 @@ def load_clip(source: str, allow_download: bool = False):
             raise ClipError(f"--clip: cannot load a CLIP model from {path} ({_first_line(exc)}); "
                             "it needs what CLIPModel and CLIPProcessor save_pretrained write") from None
     if path.exists() or not HUB_ID.match(source):
-        raise ClipError(f"--clip: no CLIP folder at {source} (a folder from save_pretrained, or a hub id such as openai/clip-vit-base-patch32)")
+        raise ClipError(f"--clip: no CLIP folder at {source} "
+                        "(a folder from save_pretrained, or a hub id such as openai/clip-vit-base-patch32)")
     try:
         return _load(source, local_only=True)
     except Exception as exc:

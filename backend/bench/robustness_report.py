@@ -1,11 +1,11 @@
 """The robustness study's cells gathered: robustness.json, the README table and the plot (issue 15).
 
-Per cell (backend/bench_robustness.py), from its bench.json:
+Per cell (backend/bench/robustness.py), from its bench.json:
   quality        mean final PSNR (dB) of tp, uniform (and linear), over prompts and seeds;
   difference     tp - uniform, and the paired differences behind it: the same prompt and seed
                  under both schedules share initialization, cameras and noise, so each pair is
                  one comparison; "tp wins" counts the pairs where tp's PSNR is higher;
-  steps ratio    steps-to-quality of tp over uniform at the 50 % bar (backend/bench_metrics.py;
+  steps ratio    steps-to-quality of tp over uniform at the 50 % bar (backend/bench/metrics.py;
                  the bars are the cell's own, over all its schedules' runs);
   diversity      distinct final targets across seeds, mean over the cell's multi-modal prompts
                  (none for the 1-mode control).
@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .run_folder import atomic_path, atomic_write_text
+from ..run_folder import atomic_path, atomic_write_text
 
 
 def cell_row(bench: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +26,8 @@ def cell_row(bench: dict[str, Any]) -> dict[str, Any]:
     schedules, ratios = bench["schedules"], bench.get("ratios", {})
     pairs, per_prompt = [], {}
     for entry, tp in schedules.get("tp", {}).get("per_prompt", {}).items():
-        uniform = {s["seed"]: s["quality_db"] for s in schedules.get("uniform", {}).get("per_prompt", {}).get(entry, {}).get("per_seed", [])}
+        uniform_seeds = schedules.get("uniform", {}).get("per_prompt", {}).get(entry, {}).get("per_seed", [])
+        uniform = {s["seed"]: s["quality_db"] for s in uniform_seeds}
         mine = [round(s["quality_db"] - uniform[s["seed"]], 3) for s in tp["per_seed"] if s["seed"] in uniform]
         pairs += mine
         per_prompt[entry] = round(statistics.fmean(mine), 2) if mine else None
@@ -57,13 +58,11 @@ def cell_row(bench: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def gather(out: Path) -> list[dict[str, Any]]:
-    """Rows of every cell with a bench.json under out/cells, in the study's order."""
-    from .bench_robustness import CELLS
-
+def gather(out: Path, cell_names: list[str]) -> list[dict[str, Any]]:
+    """Rows of every cell of `cell_names` (the study's order) with a bench.json under out/cells."""
     rows = []
-    for cell in CELLS:
-        path = out / "cells" / cell.name / "bench.json"
+    for name in cell_names:
+        path = out / "cells" / name / "bench.json"
         if path.exists():
             rows.append(cell_row(json.loads(path.read_text(encoding="utf-8"))))
     return rows
@@ -123,9 +122,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def write(out: Path, wall_s: float | None = None) -> dict[str, Any]:
+def write(out: Path, cell_names: list[str], wall_s: float | None = None) -> dict[str, Any]:
     """Gather out/cells into out/robustness.json, robustness.md (the table) and robustness.png."""
-    rows = gather(out)
+    rows = gather(out, cell_names)
     study = {"cells": rows, "wall_s_this_call": None if wall_s is None else round(wall_s, 1)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "robustness.md", "When does TP-SDS win on this prior?\n\n" + table(rows) + "\n")

@@ -1,9 +1,9 @@
-"""backend/clip_metrics.py on hand-made embeddings: R-precision, CLIP score, diversity."""
+"""backend/bench/clip_metrics.py on hand-made embeddings: R-precision, CLIP score, diversity."""
 
 import numpy as np
 import pytest
 
-from backend.clip_metrics import clip_score, diversity, r_precision, retrieval_ranks
+from backend.bench.clip_metrics import clip_score, diversity, r_precision, retrieval_ranks
 
 
 def prompts(p=10, d=32, seed=0):

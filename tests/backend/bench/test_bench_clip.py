@@ -1,8 +1,8 @@
-"""backend/bench_clip.py: per-schedule CLIP numbers from per-run results (hand-made)."""
+"""backend/bench/clip.py: per-schedule CLIP numbers from per-run results (hand-made)."""
 
 import pytest
 
-from backend.bench_clip import ratios, summarize
+from backend.bench.clip import ratios, summarize
 
 
 def run(label, entry, seed, r, score, views):

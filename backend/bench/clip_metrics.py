@@ -3,7 +3,7 @@
 Stable Diffusion has no target to compare a render with, so the bench measures what DreamFusion
 (Poole et al. 2022, Sec. 4, "CLIP R-Precision") and the papers after it measure: whether CLIP reads
 the render as its own prompt. All three take unit-length CLIP embeddings (numpy arrays); which
-images are embedded (the evaluation ring's views) is bench_clip's business.
+images are embedded (the evaluation ring's views) is backend/bench/clip.py's business.
 
 R-precision (R@k)  For each render i with image embedding x_i and its own prompt p(i), rank every
                    prompt of the suite by cosine similarity <x_i, y_q> to the prompts' text
