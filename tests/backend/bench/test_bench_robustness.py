@@ -10,7 +10,7 @@ from backend.bench.robustness_report import cell_row, table
 from backend.guidance.targets import load_targets
 
 TINY = ["--set", "resolution=16", "--set", "preview_resolution=16", "--set", "samples_per_ray=16",
-        "--set", "dense_resolution=32", "--set", "mesh_resolution=32"]
+        "--set", "dense_resolution=32", "--set", "mesh_resolution=32", "--set", "texture_size=256"]
 
 
 def test_every_cell_is_a_valid_bench_of_known_entries(tmp_path):
