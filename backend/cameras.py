@@ -27,8 +27,9 @@ class Cameras:
     def position(self) -> torch.Tensor:
         return self.c2w[:, :3, 3]  # (B, 3)
 
-    def to(self, device: torch.device | str) -> "Cameras":
-        return Cameras(*(getattr(self, name).to(device) for name in ("c2w", "fov_y", "elevation", "azimuth", "distance")))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Cameras":
+        names = ("c2w", "fov_y", "elevation", "azimuth", "distance")
+        return Cameras(*(getattr(self, name).to(device, non_blocking=non_blocking) for name in names))
 
     def __getitem__(self, index) -> "Cameras":
         index = slice(index, index + 1) if isinstance(index, int) else index
@@ -113,9 +114,10 @@ def evaluation_ring(n_views: int = 8, elevation: float = 25.0, distance: float =
 
 
 def light_directions(cameras: Cameras, generator: torch.Generator, spread: float = 0.5) -> torch.Tensor:
-    """Unit directions (B, 3) towards a point light placed near the camera, jittered as DreamFusion does."""
+    """Unit directions (B, 3) towards a point light placed near the camera, jittered as DreamFusion does
+    (the jitter drawn on the generator's device)."""
     toward_camera = cameras.position / cameras.position.norm(dim=-1, keepdim=True)
-    jitter = spread * torch.randn(toward_camera.shape, generator=generator).to(toward_camera.device)
+    jitter = spread * torch.randn(toward_camera.shape, generator=generator, device=generator.device).to(toward_camera.device)
     light = toward_camera + jitter
     return light / light.norm(dim=-1, keepdim=True)
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m backend generate|schedule ...` (docs/ARCHITECTURE.md §1, §8).
+"""Command line: `python -m backend generate|serve|batch|schedule|make-model|bench|doctor ...` (docs/ARCHITECTURE.md §1, §8).
 
 stdout carries results only (the run folder's path, or the schedule's JSON); progress and logs go
 to stderr. Bad input ends in one line naming the problem, exit status 2; a failed run, exit 1.
@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from . import protocol
-from .config import ConfigError, GenerationConfig, preset_for
+from .config import DEVICES, HASHGRID_IMPLEMENTATIONS, PRECISIONS, ConfigError, GenerationConfig, preset_for
 
 # CLI flag -> config field, for the flags that map one to one.
 CONFIG_FLAGS = {
@@ -27,6 +27,7 @@ CONFIG_FLAGS = {
     "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "mesh_faces": int,
     "texture_size": int, "export": str,
     "out": str, "run_dir": str, "device": str, "precision": str, "init_mesh": str, "strength": float, "variations": int,
+    "hashgrid_implementation": str, "hashgrid_dtype": str,
 }
 
 
@@ -88,21 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     asset.add_argument("run_dir", metavar="RUN_DIR")
     asset.add_argument("--samples", type=int, default=32, help="Cycles samples per pixel of the antialiased albedo renders")
     asset.add_argument("--blender-python", help="a Python with bpy (default: this one, or DREAMTIME_BLENDER_PYTHON)")
+    doctor = commands.add_parser("doctor", help="what is installed, the device and its memory, a timed step, and what to fix")
+    doctor.add_argument("--device", default="auto", choices=DEVICES)
+    doctor.add_argument("--model", help="sd: hub id or local folder to check and, with its weights here, to time (GPU)")
+    doctor.add_argument("--precision", default="auto", choices=PRECISIONS)
+    doctor.add_argument("--json", action="store_true", help="one JSON object (the add-on's Test backend reads it)")
 
     bench = commands.add_parser("bench", help="measurements (docs/ARCHITECTURE.md §8)").add_subparsers(dest="bench", required=True)
     step = bench.add_parser("step", help="time a training step and its floor (the guidance alone); prints JSON")
     step.add_argument("--guidance", default="auto", choices=("auto", "analytic", "sd"), help="auto: sd with CUDA, else analytic")
     step.add_argument("--model", help="sd: hub id or local diffusers folder")
     step.add_argument("--prompt", default="a red cube")
-    step.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    step.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16"))
+    step.add_argument("--device", default="auto", choices=DEVICES)
+    step.add_argument("--precision", default="auto", choices=PRECISIONS)
     step.add_argument("--steps", type=int, default=10, help="timed steps K, after the warm-up")
     step.add_argument("--warmup", type=int, default=3)
     step.add_argument("--resolution", type=int, default=64, help="training render size")
     step.add_argument("--encoding", help="hashgrid | dense (default: the device's preset)")
+    step.add_argument("--hashgrid-implementation", choices=HASHGRID_IMPLEMENTATIONS, help="auto: tcnn on CUDA when it imports")
     step.add_argument("--samples-per-ray", type=int)
     step.add_argument("--batch-size", type=int, default=1)
     step.add_argument("--low-vram", action="store_true", help="sd: attention slicing, VAE checkpointing")
+    step.add_argument("--extra", type=json.loads, default={}, help='config extra as JSON, e.g. \'{"channels_last": true}\'')
     from .bench.convergence import add_arguments
 
     add_arguments(bench.add_parser("convergence",
@@ -279,6 +287,12 @@ def run_asset_eval(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def run_doctor(args: argparse.Namespace) -> int:
+    from .bench.doctor import run
+
+    return run(args)
+
+
 def fail(message: str, status: int) -> int:
     print(f"error: {message}", file=sys.stderr)
     return status
@@ -288,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     handlers = {"generate": run_generate, "schedule": run_schedule, "serve": run_serve, "make-model": run_make_model, "bench": run_bench,
-                "batch": run_batch, "asset-eval": run_asset_eval}
+                "batch": run_batch, "asset-eval": run_asset_eval, "doctor": run_doctor}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

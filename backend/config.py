@@ -24,8 +24,9 @@ SCHEDULES = SCHEDULE_KINDS
 GUIDANCES = ("auto", "analytic", "sd")
 ENCODINGS = ("auto", "hashgrid", "dense")
 HASHGRID_IMPLEMENTATIONS = ("auto", "torch", "tcnn")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+HASHGRID_DTYPES = ("fp32", "fp16")
 EXPORT_FORMATS = ("glb", "ply", "obj")
 BACKGROUNDS = ("random", "white", "black", "learned")
 WEIGHT_FILES = ("any", "safetensors")
@@ -45,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "guidance": GUIDANCES,
     "encoding": ENCODINGS,
     "hashgrid_implementation": HASHGRID_IMPLEMENTATIONS,
+    "hashgrid_dtype": HASHGRID_DTYPES,
     "background": BACKGROUNDS,
     "device": DEVICES,
     "precision": PRECISIONS,
@@ -136,7 +138,8 @@ class GenerationConfig:
 
     # Field and renderer (docs/ARCHITECTURE.md §4.3, §4.4)
     encoding: str = "auto"  # hashgrid | dense (voxel features, fast on CPU) | auto
-    hashgrid_implementation: str = "auto"  # tcnn when importable, else torch
+    hashgrid_implementation: str = "auto"  # tcnn when importable (and CUDA is up), else torch
+    hashgrid_dtype: str = "fp32"  # tcnn's hash-table precision: fp32 (SDS gradients underflow in fp16) | fp16 (half the memory)
     dense_resolution: int = 96  # voxels per side of the dense encoding
     mlp_hidden: int = 64  # hidden width of the field's MLP; 0: the encoding stores density and albedo
     blob_density: float = 5.0  # log-density bias at the centre at start (a soft ball to begin from)
@@ -170,8 +173,8 @@ class GenerationConfig:
     export: tuple[str, ...] = ("glb",)  # mesh formats written at the end
     out: str = "runs"  # folder under which a new run folder is made
     run_dir: str = ""  # write exactly here instead (empty: a new folder under `out`)
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # fp16 guidance weights on CUDA, fp32 on CPU
+    device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | mps (Apple GPU)
+    precision: str = "auto"  # sd weights: auto (fp16 on a GPU, fp32 on the CPU) | fp32 | fp16 (GPU only) | bf16
 
     # Extra knobs kept out of the panel
     extra: dict[str, Any] = field(default_factory=dict)
@@ -214,12 +217,16 @@ class GenerationConfig:
         self._validate_start()
         _choice(self, "encoding")
         _choice(self, "hashgrid_implementation")
+        _choice(self, "hashgrid_dtype")
         for name in ("resolution", "preview_resolution"):
             _integer(self, name)
             if getattr(self, name) % 8:
                 raise ConfigError(name, f"must be a multiple of 8 between 16 and 1024, got {getattr(self, name)}")
         _integer(self, "dense_resolution")
         _integer(self, "mlp_hidden")
+        if self.mlp_hidden == 0 and self.encoding != "dense":  # a hash grid's features need the MLP to become density and colour
+            raise ConfigError("mlp_hidden", f"0 (no MLP) needs encoding dense, a plain voxel grid; with encoding {self.encoding} "
+                              "give the MLP a width, e.g. 64", related=("encoding",))
         _number(self, "blob_density")
         _integer(self, "samples_per_ray")
         _integer(self, "batch_size")
@@ -320,7 +327,7 @@ CPU_PRESET: dict[str, Any] = {
 
 
 def preset_for(device: str) -> dict[str, Any]:
-    """Default overrides for a resolved device ('cpu' or 'cuda')."""
+    """Default overrides for a resolved device ('cpu', 'cuda' or 'mps': the GPUs take the paper-like defaults)."""
     return dict(CPU_PRESET) if device == "cpu" else {}
 
 

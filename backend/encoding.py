@@ -3,8 +3,9 @@
 `HashGridEncoding` is the multiresolution hash encoding of Instant-NGP (Müller et al., "Instant
 Neural Graphics Primitives with a Multiresolution Hash Encoding", SIGGRAPH 2022, Sec. 3) in pure
 PyTorch; `TcnnHashGridEncoding` is the same encoding from tiny-cuda-nn's fused CUDA kernels, with
-the same parameter layout, so a table can be copied from one to the other. `DenseGridEncoding` is
-a plain trilinear voxel grid, much cheaper on CPU. `make_encoding` picks one from the config.
+the same parameter layout, so a table can be copied from one to the other (`hashgrid_state_for`
+turns a checkpoint's field state of one into the other's). `DenseGridEncoding` is a plain
+trilinear voxel grid, much cheaper on CPU. `make_encoding` picks one from the config.
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ TCNN_INSTALL = (
 #   The dense index wraps past the table at the x = 1 faces; tcnn does the same (it says so).
 # - corner c = b0 + 2*b1 + 4*b2 (bit d set: +1 along axis d), weight prod_d (frac_d or 1-frac_d).
 # - output is level-major: features [l0f0, l0f1, l1f0, ...]; init uniform(-1e-4, 1e-4).
+TCNN_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 CPU_CHUNK = 2**14  # points per block when computing corners on CPU
+# The hash grid's shape (Instant-NGP's NeRF configuration): 16 levels of 2 features, 2^19 rows a level,
+# from 16 to 4096 vertices per side.
+N_LEVELS, N_FEATURES_PER_LEVEL, LOG2_HASHMAP_SIZE, BASE_RESOLUTION, PER_LEVEL_SCALE = 16, 2, 19, 16, 1.447269237440378
 PRIMES = (1, 2654435761, 805459861)
 
 
-def _level_layout(n_levels, log2_hashmap_size, base_resolution, per_level_scale):
+def level_layout(n_levels, log2_hashmap_size, base_resolution, per_level_scale):
     """Per level: (scale, resolution, table size, offset, hashed), computed as tcnn does."""
     log2_scale = np.log2(np.float32(per_level_scale))
     levels, offset = [], 0
@@ -60,6 +65,13 @@ def _over_corners(per_axis, combine):
     a0, a1, a2 = per_axis.unbind(-2)  # (..., 2) each: lower, upper vertex along that axis
     pairs = combine(a0[..., None, None, :], a1[..., None, :, None])  # (..., 1, 2, 2)
     return combine(pairs, a2[..., :, None, None]).flatten(-3)  # (..., 8)
+
+
+def hashgrid_table_values(n_levels=N_LEVELS, n_features_per_level=N_FEATURES_PER_LEVEL, log2_hashmap_size=LOG2_HASHMAP_SIZE,
+                          base_resolution=BASE_RESOLUTION, per_level_scale=PER_LEVEL_SCALE) -> int:
+    """How many numbers the hash grid's table holds, without allocating it."""
+    levels = level_layout(n_levels, log2_hashmap_size, base_resolution, per_level_scale)
+    return sum(size for _, _, size, _, _ in levels) * n_features_per_level
 
 
 class _GatherRows(torch.autograd.Function):
@@ -87,17 +99,17 @@ class HashGridEncoding(torch.nn.Module):
 
     def __init__(
         self,
-        n_levels: int = 16,
-        n_features_per_level: int = 2,
-        log2_hashmap_size: int = 19,
-        base_resolution: int = 16,
-        per_level_scale: float = 1.447269237440378,
+        n_levels: int = N_LEVELS,
+        n_features_per_level: int = N_FEATURES_PER_LEVEL,
+        log2_hashmap_size: int = LOG2_HASHMAP_SIZE,
+        base_resolution: int = BASE_RESOLUTION,
+        per_level_scale: float = PER_LEVEL_SCALE,
     ):
         super().__init__()
         self.n_levels = n_levels
         self.n_features_per_level = n_features_per_level
         self.n_output_dims = n_levels * n_features_per_level
-        self.levels = _level_layout(n_levels, log2_hashmap_size, base_resolution, per_level_scale)
+        self.levels = level_layout(n_levels, log2_hashmap_size, base_resolution, per_level_scale)
         # Resolution grows with the level, so the dense levels come first and the hashed ones after.
         self.n_dense_levels = sum(not hashed for *_, hashed in self.levels)
         n_entries = sum(size for _, _, size, _, _ in self.levels)
@@ -105,6 +117,7 @@ class HashGridEncoding(torch.nn.Module):
         self.embeddings = torch.nn.Parameter(
             torch.empty(n_entries, n_features_per_level).uniform_(-1e-4, 1e-4)
         )
+        self._constant_cache: dict[tuple, dict[str, torch.Tensor]] = {}  # per device: see _constants
 
     def _corners(self, x, levels, hashed):
         """Table rows and trilinear weights of the 8 corners, for a group of levels.
@@ -113,24 +126,24 @@ class HashGridEncoding(torch.nn.Module):
         8 corners by broadcasting: XOR for the hash, sum for dense indexing, product for weights.
         """
         device = x.device
-        scale = torch.tensor([lv[0] for lv in levels], dtype=torch.float64, device=device)
-        size = torch.tensor([lv[2] for lv in levels], device=device)[:, None, None]  # (L, 1, 1)
-        offset = torch.tensor([lv[3] for lv in levels], device=device)[:, None, None]  # (L, 1, 1)
-        # fmaf rounds once: form x * scale + 0.5 in float64, then round to the working dtype.
-        pos = (x.double()[:, None, :] * scale[:, None] + 0.5).to(x.dtype)  # (N, L, 3)
+        const = self._constants(levels, hashed, device, x.dtype)
+        size, offset = const["size"], const["offset"]  # (L, 1, 1) each
+        if exact_positions(device):
+            # fmaf rounds once: form x * scale + 0.5 in float64, then round to the working dtype.
+            pos = (x.double()[:, None, :] * const["scale"][:, None] + 0.5).to(x.dtype)  # (N, L, 3)
+        else:  # Apple GPUs have no float64: two roundings, which differ from tcnn's only at cell borders
+            pos = x[:, None, :] * const["scale"][:, None] + 0.5  # (N, L, 3)
         pos_grid = pos.floor()  # (N, L, 3)
         frac = pos - pos_grid  # (N, L, 3)
-        corner = pos_grid.long()[..., None] + torch.arange(2, device=device)  # (N, L, 3, 2)
+        corner = pos_grid.long()[..., None] + const["two"]  # (N, L, 3, 2)
         if hashed:
             # Hashed tables hold 2^k rows, k <= 32, and XOR works bit by bit: "uint32 hash % size"
             # is the XOR of each term & (size - 1).
-            term = (corner * torch.tensor(PRIMES, device=device)[:, None]) & (size - 1)  # (N, L, 3, 2)
+            term = (corner * const["primes"]) & (size - 1)  # (N, L, 3, 2)
             index = _over_corners(term, operator.xor) + offset[..., 0]  # (N, L, 8)
         else:
-            res = torch.tensor([lv[1] for lv in levels], device=device)[:, None]  # (L, 1)
-            stride = torch.stack([torch.ones_like(res), res, res * res], dim=1)  # (L, 3, 1)
             # The level's offset rides on the x term, so the sum over corners already includes it.
-            term = corner * stride + torch.tensor([1, 0, 0], device=device)[:, None] * offset
+            term = corner * const["stride"] + const["x_axis"] * offset
             index = _over_corners(term, operator.add)  # (N, L, 8)
             # Corners reach `resolution` on the x = 1 faces, so index - offset < 2 * size: wrap once.
             end = (offset + size)[..., 0]  # (L, 1)
@@ -138,12 +151,32 @@ class HashGridEncoding(torch.nn.Module):
         weight = torch.stack([1 - frac, frac], dim=-1)  # (N, L, 3, 2)
         return index, _over_corners(weight, operator.mul)  # (N, L, 8), (N, L, 8)
 
+    def _constants(self, levels, hashed, device, dtype) -> dict[str, torch.Tensor]:
+        """The per-level numbers _corners needs, as tensors on `device`, made once per device: building
+        them from Python lists at every call would copy them to a GPU, and wait for it, each time."""
+        key = (hashed, str(device), dtype)
+        cache = self._constant_cache
+        if key not in cache:
+            scale_dtype = torch.float64 if exact_positions(device) else dtype
+            res = torch.tensor([lv[1] for lv in levels], device=device)[:, None]  # (L, 1)
+            cache[key] = {
+                "scale": torch.tensor([lv[0] for lv in levels], dtype=scale_dtype, device=device),  # (L,)
+                "size": torch.tensor([lv[2] for lv in levels], device=device)[:, None, None],  # (L, 1, 1)
+                "offset": torch.tensor([lv[3] for lv in levels], device=device)[:, None, None],  # (L, 1, 1)
+                "two": torch.arange(2, device=device),  # (2,)
+                "primes": torch.tensor(PRIMES, device=device)[:, None],  # (3, 1)
+                "stride": torch.stack([torch.ones_like(res), res, res * res], dim=1),  # (L, 3, 1)
+                "x_axis": torch.tensor([1, 0, 0], device=device)[:, None],  # (3, 1)
+            }
+        return cache[key]
+
     def _interpolate(self, index, weight):
         """sum_c weight_c * table[index_c]: (N, L, 8) rows and weights -> (N, L, F) features."""
         n, n_levels, f = index.shape[0], index.shape[1], self.n_features_per_level
         # Gather scalars from a flat view; pairs of features travel as one complex number (the
-        # sums are the same), which makes the gather and its scatter-add several times faster.
-        width = 2 if f % 2 == 0 else 1
+        # sums are the same), which makes the gather and its scatter-add several times faster
+        # (on the CPU and CUDA; MPS's complex support is partial, so there they travel one by one).
+        width = 2 if f % 2 == 0 and complex_pairs(index.device) else 1
         flat = self.embeddings.view(-1, width)  # (T * F / width, width)
         flat = torch.view_as_complex(flat) if width == 2 else flat.view(-1)  # (T * F / width,)
         if f > width:
@@ -165,22 +198,34 @@ class HashGridEncoding(torch.nn.Module):
         return torch.cat(out, dim=1).view(x.shape[0], self.n_output_dims)  # (N, L * F)
 
 
+def exact_positions(device: torch.device) -> bool:
+    """Whether lookups form tcnn's fmaf positions in float64 (every device but Apple's MPS, which has no float64)."""
+    return device.type != "mps"
+
+
+def complex_pairs(device: torch.device) -> bool:
+    """Whether feature pairs are gathered as complex numbers (CPU and CUDA; not MPS)."""
+    return device.type in ("cpu", "cuda")
+
+
 class TcnnHashGridEncoding(torch.nn.Module):
     """The same hash encoding from tiny-cuda-nn's fused CUDA kernels (float32 output).
 
-    `encoding.params` is HashGridEncoding's `embeddings.reshape(-1)`. `dtype` is tcnn's parameter
-    precision: None keeps tcnn's default (fp16 where the GPU supports it), torch.float32 is exact.
+    `encoding.params` is HashGridEncoding's `embeddings.reshape(-1)` (tcnn keeps it in float32 and
+    casts it per call). `dtype` is the precision tcnn computes the table's lookups and gradients in:
+    float32 by default, as threestudio does (SDS gradients on the table underflow in fp16, and tcnn's
+    own default, None, is fp16 wherever the GPU supports it); torch.float16 halves the table's traffic.
     """
 
     def __init__(
         self,
-        n_levels: int = 16,
-        n_features_per_level: int = 2,
-        log2_hashmap_size: int = 19,
-        base_resolution: int = 16,
-        per_level_scale: float = 1.447269237440378,
+        n_levels: int = N_LEVELS,
+        n_features_per_level: int = N_FEATURES_PER_LEVEL,
+        log2_hashmap_size: int = LOG2_HASHMAP_SIZE,
+        base_resolution: int = BASE_RESOLUTION,
+        per_level_scale: float = PER_LEVEL_SCALE,
         *,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
         try:
@@ -235,11 +280,12 @@ def tcnn_available() -> bool:
     return True
 
 
-def make_encoding(kind: str, implementation: str = "auto", **kwargs) -> torch.nn.Module:
+def make_encoding(kind: str, implementation: str = "auto", hashgrid_dtype: str = "fp32", **kwargs) -> torch.nn.Module:
     """The encoding for `kind` ("hashgrid" | "dense"); kwargs go to its constructor.
 
     For the hash grid, `implementation` "auto" takes tcnn when it imports and CUDA is up, else
-    torch; "tcnn" insists on tcnn. The dense grid has only the torch implementation.
+    torch; "tcnn" insists on tcnn, in `hashgrid_dtype` ("fp32" | "fp16"; the torch grid is always
+    float32). The dense grid has only the torch implementation.
     """
     if implementation not in IMPLEMENTATIONS:
         options = ", ".join(IMPLEMENTATIONS)
@@ -253,6 +299,35 @@ def make_encoding(kind: str, implementation: str = "auto", **kwargs) -> torch.nn
             use_tcnn = tcnn_available() and torch.cuda.is_available()
             implementation = "tcnn" if use_tcnn else "torch"
         if implementation == "tcnn":
-            return TcnnHashGridEncoding(**kwargs)
+            if hashgrid_dtype not in TCNN_DTYPES:
+                raise ValueError(f"hashgrid_dtype: must be one of {', '.join(TCNN_DTYPES)}, got {hashgrid_dtype!r}")
+            return TcnnHashGridEncoding(**kwargs, dtype=TCNN_DTYPES[hashgrid_dtype])
         return HashGridEncoding(**kwargs)
     raise ValueError(f"encoding: unknown kind {kind!r}; choose one of {', '.join(ENCODING_KINDS)}")
+
+
+# ---------------------------------------------------------------------- checkpoints across implementations
+TORCH_TABLE, TCNN_TABLE = "embeddings", "encoding.params"  # the table's name in each module's state_dict
+
+
+def hashgrid_state_for(encoding: torch.nn.Module, state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """`state` (a state_dict holding a hash grid under `prefix`) with the table renamed and reshaped
+    for `encoding`: tcnn's flat `encoding.params` (T * F,) becomes the torch grid's `embeddings`
+    (T, F) and back. Both hold the same numbers in the same order (the layout notes above), so a run
+    trained with one implementation resumes with the other. Anything else passes through unchanged;
+    a table of another size raises ValueError naming both sizes."""
+    if isinstance(encoding, HashGridEncoding):
+        source, target, shape = prefix + TCNN_TABLE, prefix + TORCH_TABLE, tuple(encoding.embeddings.shape)
+    elif isinstance(encoding, TcnnHashGridEncoding):
+        source, target, shape = prefix + TORCH_TABLE, prefix + TCNN_TABLE, tuple(encoding.encoding.params.shape)
+    else:
+        return state
+    if source not in state:
+        return state
+    table = state[source]
+    if table.numel() != math.prod(shape):
+        raise ValueError(f"the checkpoint's hash table has {table.numel()} values; this field's has {math.prod(shape)} "
+                         "(another n_levels, n_features_per_level or log2_hashmap_size)")
+    state = {name: value for name, value in state.items() if name != source}
+    state[target] = table.reshape(shape).float()
+    return state

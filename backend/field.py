@@ -28,7 +28,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from .encoding import make_encoding
+from .encoding import hashgrid_state_for, make_encoding
 from .renderer import normalize
 
 MAX_LOG_DENSITY = 15.0  # exp() clamped here: opaque enough, never overflows
@@ -64,6 +64,7 @@ class NeRFField(nn.Module):
         encoding_kwargs: dict | None = None,
         sdf_beta: float = 0.015,
         sdf_max_density: float = 300.0,
+        hashgrid_dtype: str = "fp32",
     ):
         super().__init__()
         self.bound, self.blob_density, self.blob_radius, self.normal_eps = bound, blob_density, blob_radius, normal_eps
@@ -72,12 +73,17 @@ class NeRFField(nn.Module):
         encoding_kwargs = dict(encoding_kwargs or {})
         if hidden == 0:  # the encoding's own features are raw density and albedo
             encoding_kwargs["n_features"] = 4
-        self.encoding = make_encoding(encoding, implementation, **encoding_kwargs)
+        self.encoding = make_encoding(encoding, implementation, hashgrid_dtype, **encoding_kwargs)
         if hidden == 0:
             self.mlp = nn.Identity()
         else:
             self.mlp = nn.Sequential(nn.Linear(self.encoding.n_output_dims, hidden), nn.ReLU(), nn.Linear(hidden, 4))
         self.background_net = BackgroundNetwork() if learned_background else None
+
+    def matching_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A saved state_dict of a field, in this field's layout: a hash grid trained with tcnn loads into
+        the torch grid and back (encoding.hashgrid_state_for); any other state passes through."""
+        return hashgrid_state_for(self.encoding, state, prefix="encoding.")
 
     def encoding_parameters(self) -> list[nn.Parameter]:
         return list(self.encoding.parameters())

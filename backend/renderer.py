@@ -9,6 +9,12 @@ cameras, samples, background and light.
 
 Shading of c_i: `albedo` (c = a), `lambertian` (c = a * (ambient + (1 - ambient) * max(0, n.l))),
 `textureless` (lambertian with a = 1), as DreamFusion (Poole et al. 2022, Sec. 3.1).
+
+Normals cost most (four field evaluations each), so they are taken only where a sample is seen:
+at the SHADED_SAMPLES_PER_RAY samples of each ray with the largest compositing weight, of those
+only the ones above NORMAL_WEIGHT_THRESHOLD; every other sample is shaded as ambient. A fixed
+number per ray keeps every tensor's shape fixed, so a GPU step never waits to learn how many
+samples are visible (a boolean-mask gather would).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ SHADINGS = ("albedo", "lambertian", "textureless")
 
 
 NORMAL_WEIGHT_THRESHOLD = 1e-3  # samples with a smaller compositing weight are shaded as ambient
+SHADED_SAMPLES_PER_RAY = 8  # normals at most at this many samples per ray, the most visible ones
 
 
 class Volume(Protocol):
@@ -68,10 +75,21 @@ def sample_along_rays(
     if generator is None:
         offsets = offsets + 0.5
     else:
-        offsets = offsets + torch.rand((len(origins), n_samples), generator=generator).to(origins.device)
+        offsets = offsets + torch.rand((len(origins), n_samples), generator=generator, device=generator.device).to(origins.device)
     depths = near[:, None] + offsets * delta  # (R, S)
     points = origins[:, None, :] + depths[..., None] * dirs[:, None, :]  # (R, S, 3)
     return points, depths, delta
+
+
+def shaded_diffuse(volume: Volume, points: torch.Tensor, weights: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """max(0, n.l) (R, S) at each ray's SHADED_SAMPLES_PER_RAY most visible samples whose weight passes
+    NORMAL_WEIGHT_THRESHOLD, 0 elsewhere; for points (R, S, 3), weights (R, S) and the light (R, 3)."""
+    k = min(SHADED_SAMPLES_PER_RAY, points.shape[1])
+    top_weights, top = weights.topk(k, dim=-1, sorted=False)  # (R, K)
+    top_points = points.gather(1, top[..., None].expand(-1, -1, 3))  # (R, K, 3)
+    normals = volume.normals(top_points.reshape(-1, 3)).reshape(top_points.shape)  # (R, K, 3)
+    lit = (normals * light[:, None, :]).sum(-1).clamp(min=0) * (top_weights > NORMAL_WEIGHT_THRESHOLD)  # (R, K)
+    return torch.zeros_like(weights).scatter(1, top, lit)  # (R, S)
 
 
 def render(
@@ -104,12 +122,7 @@ def render(
     colour = albedo
     if settings.shading != "albedo":
         # Normals only where a sample is seen: they change colours, never weights, and cost most.
-        visible = weights.detach() > NORMAL_WEIGHT_THRESHOLD  # (R, S)
-        light = settings.light.repeat_interleave(rays_per_view, dim=0)[:, None, :].expand(-1, n_samples, -1)  # (R, S, 3)
-        diffuse = torch.zeros_like(sigma)  # (R, S)
-        if visible.any():
-            normals = volume.normals(points[visible])  # (M, 3)
-            diffuse = diffuse.masked_scatter(visible, (normals * light[visible]).sum(-1).clamp(min=0))
+        diffuse = shaded_diffuse(volume, points, weights.detach(), settings.light.repeat_interleave(rays_per_view, dim=0))  # (R, S)
         brightness = (settings.ambient + (1 - settings.ambient) * diffuse)[..., None]  # (R, S, 1)
         colour = brightness.expand_as(albedo) if settings.shading == "textureless" else albedo * brightness
     rgb = (weights[..., None] * colour).sum(1)  # (R, 3)

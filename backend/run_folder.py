@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import os
 import re
 import secrets
@@ -78,3 +79,10 @@ def new_run_dir(out_root: str | os.PathLike, prompt: str, seed: int) -> Path:
         except FileExistsError:
             n += 1
             candidate = base.with_name(f"{base.name}-{n}")
+
+
+class RunLog(logging.FileHandler):
+    """log.txt of a run. A failed write (a full disk) is dropped quietly: the run's error says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass

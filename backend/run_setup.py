@@ -6,31 +6,67 @@ import torch
 
 from .config import ConfigError, GenerationConfig
 
+GPU_TYPES = ("cuda", "mps")  # the devices where `auto` guidance is Stable Diffusion
+
+
+def mps_available() -> bool:
+    """Whether an Apple GPU is usable (torch built with MPS, macOS 12.3 or later)."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's `device`: auto is cuda, else mps, else cpu."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "cuda was asked for but no CUDA device is available; use --device cpu")
+    if name == "mps" and not mps_available():
+        raise ConfigError("device", "mps was asked for but no Apple GPU is available (a torch with MPS, macOS 12.3+); use --device cpu")
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     return torch.device(name)
 
 
 def resolve_guidance(config: GenerationConfig, device: torch.device) -> str:
     if config.guidance != "auto":
         return config.guidance
-    return "sd" if device.type == "cuda" else "analytic"
+    return "sd" if device.type in GPU_TYPES else "analytic"
+
+
+FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")  # where torch has a fused Adam kernel (it takes `found_inf`)
+
+
+def configure_device(device: torch.device) -> dict[str, bool]:
+    """Per-process settings for fast steps on `device`; returns what was switched on.
+
+    TF32 matmuls and convolutions on Ampere and newer NVIDIA GPUs (compute capability 8+): 10-bit
+    mantissas inside fp32 matmuls, several times faster, far below what SDS's noisy gradients notice."""
+    features = {"tf32": False}
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        features["tf32"] = True
+    return features
+
+
+def make_adam(groups: list[dict], device: torch.device) -> torch.optim.Adam:
+    """The field's Adam: fused (one kernel for every parameter; on the CPU 5x faster than the default
+    for a 96^3 grid) wherever torch has the kernel, which also lets a non-finite step be skipped on the
+    device (trainer.py)."""
+    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=device.type in FUSED_ADAM_DEVICES)
 
 
 def preflight(config: GenerationConfig, model: bool = True) -> None:
-    """Checks to run before making a run folder: the config, the analytic prior's words, and (with
-    `model`) the SD model, which a hub id may have to download first: the server leaves that to the
-    run's own thread (find_model), so a download never holds up its requests."""
+    """Checks to run before making a run folder: the config, the analytic prior's words, (with `model`)
+    the SD model, which a hub id may have to download first: the server leaves that to the run's own
+    thread (find_model, then check_memory), so a download never holds up its requests; and memory: a
+    run whose estimated peak does not fit in the memory available is refused (memory.py)."""
     config.validate()
     if config.init_mesh:
         from .init_mesh import load_init_mesh
 
         load_init_mesh(config.init_mesh)  # missing, empty, not a mesh: ConfigError("init_mesh", ...)
-    kind = resolve_guidance(config, resolve_device(config.device))
+    device = resolve_device(config.device)
+    kind = resolve_guidance(config, device)
     if kind == "analytic":
         from .guidance.targets import TargetError, load_targets
 
@@ -40,8 +76,10 @@ def preflight(config: GenerationConfig, model: bool = True) -> None:
             if config.targets:  # the targets, not the prompt, are what to fix
                 raise ConfigError("targets", str(exc)) from None
             raise
-    elif kind == "sd" and model:
-        find_model(config)
+    model_folder = find_model(config) if kind == "sd" and model else None
+    from .memory import check_memory
+
+    check_memory(config, device, kind, model_folder)  # TrainingError("out_of_memory") with the numbers
 
 
 def find_model(config: GenerationConfig, on_progress=None, stop=None):

@@ -1,11 +1,16 @@
-"""The optimization loop (docs/ARCHITECTURE.md §4.6). About 340 lines, over the ~300 target: the loop
+"""The optimization loop (docs/ARCHITECTURE.md §4.6). About 380 lines, over the ~300 target: the loop
 reads best together with the ways it ends (a stop request, non-finite steps, out of memory, a full
-disk) and with the SDF switch's place in it.
+disk), with the reading back of its steps' numbers, and with the SDF switch's place in it.
 
 Each step: cameras -> render -> guidance loss at t = schedule[i] -> Adam. Everything random in a
-step (cameras, light, background, shading, sample jitter, diffusion noise) comes from a generator
-seeded by (seed, step), so a resumed run repeats the steps it would have taken and two schedules
-with the same seed see the same cameras and noise.
+step (cameras, light, background, shading, sample jitter, diffusion noise) comes from generators
+seeded by (seed, step) (step_random.py), so a resumed run repeats the steps it would have taken and
+two schedules with the same seed see the same cameras and noise.
+
+A step never waits for the device: its loss, whether it was finite and how many guidance values
+were not stay on the device and are read in blocks (readback.py); a non-finite step is skipped on
+the device by fused Adam (`found_inf`, as torch.amp's GradScaler does), so the field and Adam's
+moments stay those of the last good step without the host looking at the numbers first.
 
 Events (backend.protocol dicts) go to `on_event`; logs to the logger and the run's log.txt.
 What the run writes lives beside it: checkpoint.py (checkpoint.pt) and artifacts.py (previews, the
@@ -15,7 +20,6 @@ and still writes the checkpoint, preview and mesh.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import threading
@@ -30,20 +34,24 @@ from .artifacts import RunArtifacts
 from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import HUB_PREFIX, GenerationConfig
-from .errors import TrainingError
+from .errors import TrainingError, write_failure
 from .field import NeRFField
 from .guidance import View
 from .init_mesh import initialize_field
+from .memory import device_peak_memory, memory_that_ran_out, out_of_memory_error
+from .readback import READ_EVERY, Readback
 from .renderer import RenderSettings, render
-from .run_folder import atomic_write_text, remove_stale_temps
-from .run_setup import build_guidance, resolve_device, resolve_guidance
+from .run_folder import RunLog, atomic_write_text, remove_stale_temps
+from .run_setup import build_guidance, configure_device, make_adam, resolve_device, resolve_guidance
 from .schedule import start_step, timesteps
 from .sdf_switch import CALIBRATION_VIEWS, MIN_PSNR, switch_to_sdf
+from .step_random import StepRandom, step_random, uniform
 
 log = logging.getLogger("dreamtime")
 
 SDF_RETRY_SHARE = 0.05  # a field not ready to be an SDF is tried again this share of the steps later
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before the run stops with an error
+NON_FINITE_WARN_SHARE = 0.01  # a step whose guidance had more non-finite values than this share is warned about
 
 
 class Trainer:
@@ -65,7 +73,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.guidance_kind = resolve_guidance(config, self.device)
         self._extract_requested = threading.Event()
-        self.metrics: dict[str, Any] = {"step": [], "t": [], "loss": [], "step_s": [], "skipped_steps": []}
+        self.metrics: dict[str, Any] = {"step": [], "t": [], "loss": [], "step_s": [], "skipped_steps": [], "guidance_non_finite": []}
         self.outputs: dict[str, Any] = {"run_dir": str(self.run_dir)}
 
     def request_extract(self) -> None:
@@ -81,7 +89,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         stale = remove_stale_temps(self.run_dir) if resume else []  # half-written files of a killed process
         (self.run_dir / "previews").mkdir(exist_ok=True)
-        self._log_handler = _RunLog(self.run_dir / "log.txt", encoding="utf-8")
+        self._log_handler = RunLog(self.run_dir / "log.txt", encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(self._log_handler)
         if log.getEffectiveLevel() > logging.INFO:
@@ -95,6 +103,7 @@ class Trainer:
             log.info("removed %d temporary file(s) a stopped process left: %s", len(stale), ", ".join(p.name for p in stale))
         if self.guidance_kind == "sd":  # seconds to minutes before the first step: say what is going on
             self.on_event(protocol.phase(self.run_id, "load", f"Loading model {cfg.model.removeprefix(HUB_PREFIX)}"))
+        self.device_features = configure_device(self.device)  # TF32 on Ampere and newer
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)
@@ -108,6 +117,7 @@ class Trainer:
             encoding_kwargs=encoding_kwargs,
             sdf_beta=cfg.sdf_beta,
             sdf_max_density=cfg.sdf_max_density,
+            hashgrid_dtype=cfg.hashgrid_dtype,
         ).to(self.device)
         self.optimizer = self._make_optimizer()
         # The step at which a voxel-grid field becomes an SDF (field.py); None: it stays log density.
@@ -119,6 +129,7 @@ class Trainer:
             cfg.schedule, cfg.steps, cfg.m1, cfg.m2, cfg.s1, cfg.s2, cfg.t_min, cfg.t_max, cfg.seed, alphas_cumprod, cfg.use_w_d
         )
         self.ring = evaluation_ring().to(self.device)
+        self.readback = Readback(self.device, int(cfg.extra.get("read_every", 1 if self.device.type == "cpu" else READ_EVERY)))
         self.artifacts = RunArtifacts(cfg, self.field, self.guidance, self.ring, self.run_dir, self.device, self.run_id, self.on_event,
                                       self.outputs, self.metrics)
         return self._load_checkpoint() if resume else self._start_from_shape()
@@ -148,7 +159,7 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Adam:
         cfg = self.config
         groups = [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}]
-        return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+        return make_adam(groups, self.device)
 
     @torch.no_grad()
     def _switch_to_sdf(self, step: int) -> None:
@@ -175,35 +186,41 @@ class Trainer:
                  result.offset, result.psnr)
 
     # ------------------------------------------------------------------ one step
-    def step_settings(self, step: int, generator: torch.Generator, cameras: Cameras) -> RenderSettings:
-        """Shading, light and background of training step `step`, drawn from its generator."""
+    def step_settings(self, step: int, rng: StepRandom, cameras: Cameras) -> RenderSettings:
+        """Shading, light and background of training step `step`, drawn from its generators
+        (the shading mode on the host, which branches on it; light and background on the device)."""
         cfg = self.config
         shading = "albedo"
         if step >= cfg.albedo_warmup * cfg.steps:
-            u = float(torch.rand((), generator=generator))
+            u = float(torch.rand((), generator=rng.host))
             shading = ("textureless" if u < cfg.textureless_prob else
                        "albedo" if u < cfg.textureless_prob + cfg.albedo_prob else "lambertian")
-        light = light_directions(cameras, generator).to(self.device)
+        light = light_directions(cameras, rng.device)
         backgrounds = {
-            "random": lambda: torch.rand((len(cameras), 3), generator=generator),
-            "white": lambda: torch.ones(len(cameras), 3),
-            "black": lambda: torch.zeros(len(cameras), 3),
+            "random": lambda: uniform((len(cameras), 3), rng.device).to(self.device),
+            "white": lambda: torch.ones(len(cameras), 3, device=self.device),
+            "black": lambda: torch.zeros(len(cameras), 3, device=self.device),
             "learned": lambda: None,
         }
-        background = backgrounds[cfg.background]()
-        return RenderSettings(shading, light, None if background is None else background.to(self.device))
+        return RenderSettings(shading, light, backgrounds[cfg.background]())
 
     def train_step(self, step: int) -> float | None:
-        """One optimization step; returns the loss, or None if the step was skipped (non-finite)."""
+        """One optimization step, read back at once; returns the loss, or None if the step was skipped (non-finite)."""
+        loss, finite, _ = self.queue_step(step).tolist()
+        return loss if finite else None
+
+    def queue_step(self, step: int) -> torch.Tensor:
+        """One optimization step, queued on the device without waiting for it. Returns (3,) on the device:
+        the loss, 1 if the step was taken (0: non-finite, skipped on the device), the guidance's non-finite values."""
         cfg = self.config
         if self.sdf_step is not None and step >= self.sdf_step and not self.field.sdf_mode:
             self._switch_to_sdf(step)
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        cameras = random_cameras(cfg.batch_size, generator).to(self.device)
-        settings = self.step_settings(step, generator, cameras)
-        out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, generator, cfg.scene_radius)
+        rng = step_random(cfg.seed, step, self.device)
+        cameras = random_cameras(cfg.batch_size, rng.host).to(self.device, non_blocking=True)  # B poses: one small copy
+        settings = self.step_settings(step, rng, cameras)
+        out = render(self.field, cameras, cfg.resolution, cfg.samples_per_ray, settings, rng.device, cfg.scene_radius)
         t = torch.full((cfg.batch_size,), int(self.schedule[step]), dtype=torch.long, device=self.device)
-        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius, out["opacity"])
+        view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, rng.device, cfg.scene_radius, out["opacity"])
         losses = self.guidance.losses(out["rgb"], t, view)
         if cfg.lambda_tv > 0:
             losses["tv"] = cfg.lambda_tv * self.field.total_variation()
@@ -214,115 +231,146 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, (cfg.lr, cfg.lr_mlp)):
             group["lr"] = base * decay
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return None
-        loss.backward()
-        grads_finite = all(p.grad is None or torch.isfinite(p.grad).all() for group in self.optimizer.param_groups for p in group["params"])
-        if not grads_finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        self.optimizer.step()
-        return float(loss.detach())
+        loss.backward()  # a non-finite loss gives non-finite gradients: the one check below sees both
+        finite = self._step_if_finite(loss.detach())
+        non_finite = getattr(self.guidance, "non_finite", None)  # counted before nan_to_num hid them
+        count = non_finite[0].float() if non_finite is not None else torch.zeros((), device=self.device)
+        self.guidance_values = non_finite[1] if non_finite is not None else 0
+        return torch.stack([loss.detach().float(), finite.float(), count])
+
+    def _step_if_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """Adam's step unless the loss or a gradient is not finite; returns that verdict (a 0-d bool on the device).
+
+        One fused check: the loss plus every gradient's norm (torch._foreach_norm, one kernel per
+        dtype) is finite exactly when all of them are (a norm past 3e38 counts as non-finite too).
+        Fused Adam takes the verdict as `found_inf` and skips the update on the device; other Adams
+        need the host to look (one sync)."""
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        total = loss.float() + torch.stack(torch._foreach_norm(grads)).float().sum() if grads else loss.float()
+        finite = torch.isfinite(total)
+        if self.optimizer.defaults.get("fused"):
+            self.optimizer.found_inf = (~finite).float()
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        elif bool(finite):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return finite
 
     # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Train to config.steps (from the checkpoint when resuming), then export. Returns outputs."""
         started = time.perf_counter()
+        out_of_memory = None
         try:
             start = self.setup(resume)
             self.loop(start)
             self._finish(started)
-        except torch.cuda.OutOfMemoryError:
-            raise self._out_of_memory() from None
+        except (RuntimeError, MemoryError) as exc:  # out of GPU or CPU memory: handled below, once the
+            out_of_memory = memory_that_ran_out(exc)  # traceback (and the failed step's tensors in its frames) is gone
+            if out_of_memory is None:
+                raise
         except OSError as exc:  # disk full, folder not writable: what is already written stays complete
-            raise self._cannot_write(exc) from None
+            raise write_failure(exc, self.run_dir, getattr(self, "last_step", 0)) from None
         finally:
             self.close()
+        if out_of_memory is not None:
+            raise self._out_of_memory(out_of_memory)
         self.on_event(protocol.done(self.run_id, self.outputs))
         return self.outputs
 
-    def _out_of_memory(self) -> TrainingError:
-        """CUDA ran out of memory: free the cache, keep a checkpoint of the state so far, say what to lower."""
-        cfg, step = self.config, getattr(self, "last_step", None)
-        torch.cuda.empty_cache()
-        where, kept = "while setting up (loading the model)", ""
+    def _out_of_memory(self, memory: str) -> TrainingError:
+        """Out of GPU or CPU memory: free what can be freed, keep a checkpoint of the state so far, say what to lower."""
+        step = getattr(self, "last_step", None)
+        if memory == "cuda":
+            torch.cuda.empty_cache()
+        kept = None
         if step is not None:  # the loop had started: its state is good up to `step`
-            where = f"at step {step}"
             self.optimizer.zero_grad(set_to_none=True)
             try:
+                self._account(self.readback.flush())
                 self._save_checkpoint(step)
-                kept = f" The run folder keeps a checkpoint of step {step}."
-            except (RuntimeError, OSError):
+                kept = step
+            except (RuntimeError, OSError, MemoryError, TrainingError):
                 pass
-        return TrainingError(
-            "out_of_memory",
-            f"CUDA ran out of GPU memory {where} "
-            f"(resolution {cfg.resolution}, batch {cfg.batch_size}, {cfg.samples_per_ray} samples per ray).",
-            'Generate again with --low-vram (in Blender: {"low_vram": true} in Extra Config), a lower --resolution or fewer '
-            "--samples-per-ray, or close other programs on the GPU." + kept,
-        )
-
-    def _cannot_write(self, exc: OSError) -> TrainingError:
-        step = getattr(self, "last_step", 0)
-        full = exc.errno == errno.ENOSPC
-        problem = "the disk is full" if full else f"cannot write ({exc.strerror or exc})"
-        return TrainingError(
-            "disk_full" if full else "write_failed",
-            f"{problem}: {self.run_dir}; the run stopped at step {step}.",
-            "Files already in the run folder are complete (every write is a temporary file renamed into place). "
-            f"Free some space or choose a writable output folder; --resume {self.run_dir} continues from the last checkpoint.",
-        )
+        return out_of_memory_error(self.config, memory, step, kept)
 
     def loop(self, start: int) -> None:
         """Train from step `start` to config.steps, or until a stop request; previews and checkpoints on the way."""
         cfg = self.config
         self.last_step = start
         self.on_step(start)
-        bad_in_a_row = 0
-        recent: list[float] = []
+        self._bad_in_a_row, self._last_loss = 0, math.nan
+        ticks = [time.perf_counter()]  # wall clock after each of the last 50 steps: the ETA
         for step in range(start, cfg.steps):
             if self.stop.is_set():
                 log.info("stop requested at step %d", step)
                 self.outputs["stopped_at"] = step
                 break
             tick = time.perf_counter()
-            loss = self.train_step(step)
-            elapsed = time.perf_counter() - tick
-            if loss is None:
-                bad_in_a_row += 1
-                self.metrics["skipped_steps"].append(step)
-                log.warning("step %d: non-finite loss or gradient; step skipped, state kept at the last good step", step)
-                if bad_in_a_row >= MAX_BAD_STEPS:  # keep what the last good state gives
-                    self._save_checkpoint(step)
-                    self.artifacts.write_preview(step)
-                    self.artifacts.write_metrics()
-                    raise TrainingError(
-                        "non_finite",
-                        f"{bad_in_a_row} steps in a row had a non-finite loss (last at step {step}); the run stopped.",
-                        "Outputs so far are kept. Try a lower learning rate or guidance scale.",
-                    )
-            else:
-                bad_in_a_row = 0
+            values = self.queue_step(step)
             self.last_step = step + 1
-            t = int(self.schedule[step])
-            recent = (recent + [elapsed])[-50:]
-            eta = (cfg.steps - step - 1) * sum(recent) / len(recent)
-            for key, value in (("step", step), ("t", t), ("loss", loss), ("step_s", round(elapsed, 5))):
-                self.metrics[key].append(value)
-            self.on_event(protocol.progress(self.run_id, step + 1, cfg.steps, t, math.nan if loss is None else loss, eta))
+            self._account(self.readback.push(step, values, time.perf_counter() - tick))
+            ticks = (ticks + [time.perf_counter()])[-51:]
+            eta = (cfg.steps - step - 1) * (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+            self.on_event(protocol.progress(self.run_id, step + 1, cfg.steps, int(self.schedule[step]), self._last_loss, eta))
             self.on_step(step + 1)
             if self._extract_requested.is_set():
                 self._extract_requested.clear()
                 self.artifacts.extract_now(step + 1)
-            if cfg.preview_every and (step + 1) % cfg.preview_every == 0:
+            preview = cfg.preview_every and (step + 1) % cfg.preview_every == 0
+            checkpoint = cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0
+            if preview or checkpoint:  # metrics.json and the checkpoint hold every step so far
+                self._account(self.readback.flush())
+            if preview:
                 self.artifacts.write_preview(step + 1)
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            if checkpoint:
                 self._save_checkpoint(step + 1)
+        self._account(self.readback.flush())
+
+    def _account(self, steps: list[tuple[int, float, list[float]]]) -> None:
+        """Metrics of steps read back from the device: (step, host seconds, [loss, taken, non-finite guidance values])."""
+        for step, elapsed, (loss, taken, non_finite) in steps:
+            if non_finite:
+                self._note_non_finite(step, int(non_finite))
+            if not taken:
+                loss = None
+                self._bad_in_a_row += 1
+                self.metrics["skipped_steps"].append(step)
+                log.warning("step %d: non-finite loss or gradient; step skipped, state kept at the last good step", step)
+            else:
+                self._bad_in_a_row = 0
+            for key, value in (("step", step), ("t", int(self.schedule[step])), ("loss", loss), ("step_s", round(elapsed, 5))):
+                self.metrics[key].append(value)
+            self._last_loss = math.nan if loss is None else loss
+            if self._bad_in_a_row >= MAX_BAD_STEPS:  # keep what the last good state gives
+                self._save_checkpoint(self.last_step)
+                self.artifacts.write_preview(self.last_step)
+                self.artifacts.write_metrics()
+                raise TrainingError(
+                    "non_finite",
+                    f"{self._bad_in_a_row} steps in a row had a non-finite loss (last at step {step}); the run stopped.",
+                    "Outputs so far are kept. Try a lower learning rate or guidance scale.",
+                )
+
+    def _note_non_finite(self, step: int, count: int) -> None:
+        """The guidance produced `count` NaN or inf values at `step` (set to 0 before they reached the field)."""
+        share = count / max(self.guidance_values, 1)
+        self.metrics["guidance_non_finite"].append({"step": step, "count": count, "share": round(share, 6)})
+        if share > NON_FINITE_WARN_SHARE:
+            message = (f"step {step}: {share:.1%} of the guidance's values were NaN or inf (set to 0); "
+                       "in fp16 that is overflow: try --precision bf16 or fp32")
+            log.warning(message)
+            if len(self.metrics["guidance_non_finite"]) % 100 == 1:  # the panel hears of it now and then, not every step
+                self.on_event(protocol.log("warning", message))
 
     def _finish(self, started: float) -> None:
         cfg = self.config
         step = self.last_step
         self.metrics["train_s"] = time.perf_counter() - started
+        self.metrics["peak_mem_mb"], self.metrics["peak_mem_kind"] = device_peak_memory(self.device)  # of setup and training
         artifacts = self.artifacts
         self._save_checkpoint(step)
         artifacts.write_preview(step)
@@ -352,10 +400,3 @@ class Trainer:
             self.metrics.setdefault("refine", {"from": self.config.refine_from, "steps_before": step, "steps": self.config.steps})
         log.info("resumed from %s at step %d", self.run_dir / CHECKPOINT_NAME, step)
         return step
-
-
-class _RunLog(logging.FileHandler):
-    """log.txt of a run. A failed write (a full disk) is dropped quietly: the run's error says what happened."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        pass

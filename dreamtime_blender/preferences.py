@@ -13,7 +13,8 @@ from bpy.types import AddonPreferences
 
 from . import backend_info, backend_link, backend_python, backends, installer, remote
 
-DEVICE_LABELS = {"auto": ("Auto", "CUDA when available, else CPU"), "cpu": ("CPU", ""), "cuda": ("CUDA", "")}
+DEVICE_LABELS = {"auto": ("Auto", "CUDA when available, else an Apple GPU, else CPU"), "cpu": ("CPU", ""), "cuda": ("CUDA", ""),
+                 "mps": ("Apple GPU (MPS)", "Apple silicon's GPU; not yet tested on hardware")}
 DEVICES = [(name, *DEVICE_LABELS[name]) for name in backend_link.config.CHOICES["device"]]  # the config's choices, labelled
 DEFAULTS = backend_link.config.GenerationConfig()
 BACKENDS = [

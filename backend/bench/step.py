@@ -14,7 +14,6 @@ implementation can avoid. Prints one JSON object on stdout.
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import torch
 from ..cameras import random_cameras
 from ..config import GenerationConfig, preset_for
 from ..guidance import View
+from ..memory import device_peak_memory
+from ..step_random import step_random, uniform
 
 FLOORS = {
     "sd": "guidance.losses + backward on a fixed render: resize, VAE encode forward/backward, UNet on [uncond, cond] (2B), CFG",
@@ -36,6 +37,8 @@ FLOORS = {
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -49,14 +52,13 @@ def _timed(fn, device: torch.device) -> float:
 def floor_step(trainer, step: int) -> None:
     """The guidance's work of training step `step`, on a random render leaf instead of the field's."""
     cfg, device = trainer.config, trainer.device
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-    cameras = random_cameras(cfg.batch_size, generator).to(device)
-    settings = trainer.step_settings(step, generator, cameras)
-    rgb = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 3),
-                     generator=generator).to(device).requires_grad_(True)  # (B, H, W, 3)
+    rng = step_random(cfg.seed, step, device)
+    cameras = random_cameras(cfg.batch_size, rng.host).to(device, non_blocking=True)
+    settings = trainer.step_settings(step, rng, cameras)
+    rgb = uniform((cfg.batch_size, cfg.resolution, cfg.resolution, 3), rng.device).to(device).requires_grad_(True)  # (B, H, W, 3)
     t = torch.full((cfg.batch_size,), int(trainer.schedule[step]), dtype=torch.long, device=device)
-    opacity = torch.rand((cfg.batch_size, cfg.resolution, cfg.resolution, 1), generator=generator).to(device).requires_grad_(True)
-    view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, generator, cfg.scene_radius, opacity)
+    opacity = uniform((cfg.batch_size, cfg.resolution, cfg.resolution, 1), rng.device).to(device).requires_grad_(True)
+    view = View(cameras, settings, cfg.resolution, cfg.samples_per_ray, rng.device, cfg.scene_radius, opacity)
     sum(trainer.guidance.losses(rgb, t, view).values()).backward()
 
 
@@ -64,7 +66,8 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
     """Time `steps` training steps and their floors (after `warmup` of each) on a throwaway run folder."""
     from ..trainer import Trainer
 
-    config = config.replace(steps=warmup + steps, preview_every=0, checkpoint_every=0).validate()
+    # No SDF switch: with so few steps it would fall inside the timed ones (a conversion, not a step).
+    config = config.replace(steps=warmup + steps, preview_every=0, checkpoint_every=0, sdf_after=1.0).validate()
     with tempfile.TemporaryDirectory(prefix="dreamtime-bench-") as run_dir:
         trainer = Trainer(config, run_dir)
         try:
@@ -75,19 +78,16 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
                 floor_step(trainer, step)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            step_ms, floor_ms = [], []
+            step_ms, floor_ms, losses = [], [], []
             for step in range(warmup, warmup + steps):  # interleaved, so both see the same machine load
-                step_ms.append(_timed(lambda: trainer.train_step(step), device))
+                step_ms.append(_timed(lambda: losses.append(trainer.train_step(step)), device))
                 floor_ms.append(_timed(lambda: floor_step(trainer, step), device))
         finally:
             trainer.close()
         guidance = trainer.guidance
-        if device.type == "cuda":
-            peak_mb, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-            device_name = torch.cuda.get_device_name(device)
-        else:  # Linux reports ru_maxrss in KiB
-            peak_mb, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_max_rss"
-            device_name = f"cpu ({torch.get_num_threads()} threads)"
+        peak_mb, peak_kind = device_peak_memory(device)
+        device_name = {"cuda": lambda: torch.cuda.get_device_name(device), "mps": lambda: "mps (Apple GPU)"}.get(
+            device.type, lambda: f"cpu ({torch.get_num_threads()} threads)")()
     step_median, floor_median = statistics.median(step_ms), statistics.median(floor_ms)
     result = {
         "device": device_name,
@@ -99,8 +99,13 @@ def bench_step(config: GenerationConfig, steps: int = 10, warmup: int = 3) -> di
         "batch_size": config.batch_size,
         "encoding": config.encoding if config.encoding != "auto" else "hashgrid",  # as the trainer resolves it
         "samples_per_ray": config.samples_per_ray,
+        "extra": config.extra,
         "steps": steps,
         "warmup": warmup,
+        "skipped_steps": sum(loss is None for loss in losses),  # timed steps whose loss or gradient was not finite
+        "hashgrid_implementation": type(trainer.field.encoding).__name__,
+        "fused_adam": bool(trainer.optimizer.defaults.get("fused")),
+        "tf32": trainer.device_features["tf32"],
         "step_ms": round(step_median, 3),
         "floor_ms": round(floor_median, 3),
         "ratio": round(step_median / floor_median, 4),
@@ -124,7 +129,11 @@ def run(args) -> int:
     device = resolve_device(args.device)
     values = {**preset_for(device.type), "prompt": args.prompt, "guidance": args.guidance, "device": args.device}
     values.update({"precision": args.precision, "resolution": args.resolution, "batch_size": args.batch_size, "low_vram": args.low_vram})
-    values.update({name: getattr(args, name) for name in ("model", "encoding", "samples_per_ray") if getattr(args, name) is not None})
+    values["extra"] = args.extra
+    if args.encoding not in (None, "dense") and values.get("mlp_hidden") == 0:  # the CPU preset has no MLP; a hash grid needs one
+        values["mlp_hidden"] = GenerationConfig().mlp_hidden
+    flags = ("model", "encoding", "samples_per_ray", "hashgrid_implementation")
+    values.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     try:
         result = bench_step(GenerationConfig.from_dict(values).validate(), args.steps, args.warmup)
     except TrainingError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from . import View, classifier_free_guidance, sds_latent_target_loss
+from . import View, classifier_free_guidance, sds_latent_target_loss, zero_non_finite
 from .target_volumes import TargetSet
 
 
@@ -45,6 +45,7 @@ class AnalyticGuidance:
         self.targets, self.unconditional = targets, unconditional
         self.alphas_cumprod = alphas_cumprod  # (T,)
         self.guidance_scale = guidance_scale
+        self.non_finite: tuple[torch.Tensor, int] | None = None  # of the last losses() call (guidance/__init__.py)
 
     def _images(self, targets: TargetSet, view: View, backgrounds: torch.Tensor | None) -> torch.Tensor:
         """Target images (K, B, J*D) in [-1, 1]: over the view's background, or over each of the
@@ -77,8 +78,10 @@ class AnalyticGuidance:
             pictures.append(rgb + (1 - view.opacity) * (1 - 2 * b)[:, None, None, :])  # the same field over 1 - b
         x = torch.cat([(p * 2 - 1).flatten(1) for p in pictures], dim=1)  # (B, J*D)
         alpha_bar = self.alphas_cumprod[t]  # (B,)
-        noise = torch.randn(x.shape, generator=view.generator).to(x.device)
+        noise = torch.randn(x.shape, generator=view.generator, device=view.generator.device).to(x.device)
         with torch.no_grad():
             x_t = alpha_bar[:, None].sqrt() * x + (1 - alpha_bar[:, None]).sqrt() * noise
             grad = (1 - alpha_bar[:, None]) * (self.eps_hat(x_t, alpha_bar, view, backgrounds) - noise) / len(pictures)
-        return {"sds": sds_latent_target_loss(x, torch.nan_to_num(grad))}
+            grad, count = zero_non_finite(grad)
+        self.non_finite = (count, grad.numel())
+        return {"sds": sds_latent_target_loss(x, grad)}

@@ -22,14 +22,17 @@ only PyTorch pickles (`.bin`, unpickled on load) is refused. Every failure — m
 folder, wrong layout, no network, unreadable weights — ends in one `TrainingError(code, message,
 hint)` (backend/errors.py), never a stack trace.
 
-On CUDA the UNet and VAE run in fp16 (precision "auto"), channels-last, with PyTorch's
-scaled-dot-product attention. The text encoder runs once, for the five prompts (four view
-directions and the negative prompt), and is then dropped; the VAE decoder is never loaded onto
-the device (SDS only encodes). `low_vram` adds, for small cards: the text encoder runs on the CPU
-in fp32, the UNet's attention is sliced (diffusers' `set_attention_slice("auto")`), and the VAE
-encoder recomputes its activations in the backward pass (gradient checkpointing) instead of
-keeping them. diffusers' `enable_model_cpu_offload` is not used: it needs `accelerate`, and SDS
-runs both UNet and VAE every step, so whole-model offload would move ~1.7 GB across PCIe per step.
+On a GPU (CUDA or Apple's MPS) the UNet and VAE run in fp16 (precision "auto"; `bf16` and `fp32`
+on request, and bf16 or fp32 on the CPU), with PyTorch's scaled-dot-product attention; channels-last
+(`"extra": {"channels_last": true}`) and `torch.compile` of the UNet (`"extra": {"compile_unet":
+true}`, or a torch.compile backend's name) are options to measure, not defaults. The text encoder
+runs once, for the five prompts (four view directions and the negative prompt), and is then
+dropped; the VAE decoder is never loaded onto the device (SDS only encodes). `low_vram` adds, for
+small cards: the text encoder runs on the CPU in fp32, the UNet's attention is sliced (diffusers'
+`set_attention_slice("auto")`), and the VAE encoder recomputes its activations in the backward pass
+(gradient checkpointing) instead of keeping them. diffusers' `enable_model_cpu_offload` is not used:
+it needs `accelerate`, and SDS runs both UNet and VAE every step, so whole-model offload would move
+~1.7 GB across PCIe per step.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import torch.nn.functional as F
 from ..cameras import Cameras
 from ..config import HUB_ID, HUB_PREFIX
 from ..errors import TrainingError
-from . import View, classifier_free_guidance, sds_latent_target_loss
+from . import View, classifier_free_guidance, sds_latent_target_loss, zero_non_finite
 from .hub import Progress, cached_snapshot, complete_folder, download, first_line
 
 log = logging.getLogger("dreamtime")
@@ -69,14 +72,15 @@ LAYOUT_HINT = (
 def view_suffix(elevation_deg: float, azimuth_deg: float) -> str:
     """The prompt suffix for a camera: "overhead view" above 60° elevation, else front / side / back
     by azimuth (0° = front; |az| < 45° front, |az| > 135° back), as DreamFusion."""
-    return f"{VIEW_DIRECTIONS[_view_index(elevation_deg, azimuth_deg)]} view"
+    index = view_indices(torch.tensor([float(elevation_deg)]), torch.tensor([float(azimuth_deg)]))
+    return f"{VIEW_DIRECTIONS[int(index[0])]} view"
 
 
-def _view_index(elevation_deg: float, azimuth_deg: float) -> int:
-    if elevation_deg > OVERHEAD_ELEVATION:
-        return 3
-    azimuth = abs((azimuth_deg + 180.0) % 360.0 - 180.0)  # in [0, 180]
-    return 0 if azimuth < FRONT_AZIMUTH else 2 if azimuth > BACK_AZIMUTH else 1
+def view_indices(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor) -> torch.Tensor:
+    """Index into VIEW_DIRECTIONS (B,) of each camera, computed where the cameras are (no host round trip)."""
+    azimuth = ((azimuth_deg.float() + 180.0) % 360.0 - 180.0).abs()  # in [0, 180]
+    side = torch.where(azimuth < FRONT_AZIMUTH, 0, torch.where(azimuth > BACK_AZIMUTH, 2, 1))
+    return torch.where(elevation_deg > OVERHEAD_ELEVATION, 3, side)
 
 
 def eps_from_prediction(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
@@ -129,6 +133,18 @@ def resolve_model_folder(model: str, on_progress: Progress | None = None, stop: 
     if not HUB_ID.match(model) or model.startswith("."):
         raise _error("model_not_found", f"no model folder at {model}", LAYOUT_HINT)
     return _hub_snapshot(model, on_progress, stop)
+
+
+def cached_model_folder(model: str) -> Path | None:
+    """`model`'s local folder without touching the network: the folder itself, or a hub id's complete
+    snapshot in the Hugging Face cache; None when it is neither (what `doctor` reports)."""
+    path = Path(model).expanduser()
+    if not model.startswith(HUB_PREFIX) and path.is_dir():
+        return path
+    model_id = model.removeprefix(HUB_PREFIX)
+    if not HUB_ID.match(model_id) or model_id.startswith("."):
+        return None
+    return cached_snapshot(model_id)
 
 
 def _hub_snapshot(model_id: str, on_progress: Progress | None, stop: threading.Event | None) -> Path:
@@ -224,12 +240,18 @@ def load_parts(folder: Path, dtype: torch.dtype, text_dtype: torch.dtype = torch
     return parts
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The UNet's and VAE's dtype: auto is fp16 on a GPU (CUDA, MPS) and fp32 on the CPU; fp16 needs a GPU."""
     from ..config import ConfigError
 
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision", "fp16 needs a CUDA device; use fp32 or auto on the CPU")
-    return torch.float16 if precision == "fp16" or (precision == "auto" and device.type == "cuda") else torch.float32
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("precision", "fp16 needs a GPU (cuda or mps); on the CPU use bf16, fp32 or auto")
+    if precision == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    return DTYPES[precision]
 
 
 def build_sd_guidance(config, device: torch.device) -> "StableDiffusionGuidance":
@@ -241,7 +263,8 @@ def build_sd_guidance(config, device: torch.device) -> "StableDiffusionGuidance"
     scale = DEFAULT_GUIDANCE_SCALE if config.guidance_scale < 0 else config.guidance_scale
     return StableDiffusionGuidance(
         parts, config.prompt, config.negative_prompt, scale, device, dtype, grad_clip=config.extra.get("grad_clip"),
-        low_vram=config.low_vram,
+        low_vram=config.low_vram, channels_last=bool(config.extra.get("channels_last", False)),
+        compile_unet=config.extra.get("compile_unet", False),
     )
 
 
@@ -257,6 +280,8 @@ class StableDiffusionGuidance:
         dtype: torch.dtype = torch.float32,
         grad_clip: float | None = None,  # clamp each entry of g to [-clip, clip] (None: no clamp)
         low_vram: bool = False,
+        channels_last: bool = False,  # UNet and VAE in channels-last memory format (a measured option)
+        compile_unet: bool | str = False,  # torch.compile the UNet (True: inductor; or a torch.compile backend's name)
     ):
         self.device, self.dtype = torch.device(device), dtype
         self.guidance_scale, self.grad_clip = guidance_scale, grad_clip
@@ -267,17 +292,18 @@ class StableDiffusionGuidance:
         self.vae.decoder = self.vae.post_quant_conv = None  # SDS only encodes
         self.scaling_factor = self.vae.config.scaling_factor
         self.image_size = self.unet.config.sample_size * 2 ** (len(self.vae.config.block_out_channels) - 1)  # 512 for SD
-        self._prepare_networks(low_vram)
+        self.non_finite: tuple[torch.Tensor, int] | None = None  # of the last losses() call (guidance/__init__.py)
+        self._prepare_networks(low_vram, channels_last, compile_unet)
         parts.text_encoder.to("cpu" if low_vram else self.device)
         self.prompts = [f"{prompt}, {direction} view" for direction in VIEW_DIRECTIONS]
         embeddings = self._encode_text(parts.tokenizer, parts.text_encoder, self.prompts + [negative_prompt])  # (5, L, D)
         self.cond, self.uncond = embeddings[:4], embeddings[4:]  # (4, L, D) one per direction, (1, L, D)
 
-    def _prepare_networks(self, low_vram: bool) -> None:
+    def _prepare_networks(self, low_vram: bool, channels_last: bool, compile_unet: bool | str) -> None:
         from diffusers.models.attention_processor import AttnProcessor2_0
 
-        # channels-last is what cuDNN's fp16 convolutions want; on the CPU it buys nothing here.
-        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        # channels-last is what cuDNN's fp16 convolutions are said to want: measured before it is a default.
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         for net in (self.unet, self.vae):
             net.requires_grad_(False).eval()
             net.to(self.device, memory_format=self.memory_format)
@@ -285,6 +311,9 @@ class StableDiffusionGuidance:
         if low_vram:
             self.unet.set_attention_slice("auto")
             self.vae.enable_gradient_checkpointing()
+        self.unet_forward = self.unet
+        if compile_unet:  # the first steps compile (minutes for SD); the module itself stays as it was
+            self.unet_forward = torch.compile(self.unet, backend="inductor" if compile_unet is True else str(compile_unet))
 
     @torch.no_grad()
     def _encode_text(self, tokenizer, text_encoder, texts: list[str]) -> torch.Tensor:
@@ -299,8 +328,7 @@ class StableDiffusionGuidance:
 
     def text_embeddings(self, cameras: Cameras) -> torch.Tensor:
         """Conditional embeddings (B, L, D): the prompt with each camera's view suffix."""
-        index = [_view_index(float(e), float(a)) for e, a in zip(cameras.elevation.tolist(), cameras.azimuth.tolist())]
-        return self.cond[torch.tensor(index, device=self.device)]
+        return self.cond[view_indices(cameras.elevation, cameras.azimuth).to(self.device)]
 
     def encode(self, rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Latents z (B, 4, h, w) of renders (B, H, W, 3) in [0, 1], differentiable, in the model's dtype."""
@@ -316,7 +344,7 @@ class StableDiffusionGuidance:
         batch = z_t.shape[0]
         model_input = torch.cat([z_t, z_t]).to(self.dtype).contiguous(memory_format=self.memory_format)  # (2B, 4, h, w)
         states = torch.cat([self.uncond.expand(batch, -1, -1), cond])  # (2B, L, D)
-        output = self.unet(model_input, torch.cat([t, t]), encoder_hidden_states=states).sample.float()  # (2B, 4, h, w)
+        output = self.unet_forward(model_input, torch.cat([t, t]), encoder_hidden_states=states).sample.float()  # (2B, 4, h, w)
         alpha_bar = self.alphas_cumprod[torch.cat([t, t])].view(-1, 1, 1, 1)
         eps_uncond, eps_cond = eps_from_prediction(output, torch.cat([z_t, z_t]).float(), alpha_bar, self.prediction_type).chunk(2)
         return classifier_free_guidance(eps_uncond, eps_cond, self.guidance_scale)
@@ -327,12 +355,13 @@ class StableDiffusionGuidance:
         with torch.no_grad():
             z_t = alpha_bar.sqrt() * latents.detach().float() + (1 - alpha_bar).sqrt() * noise
             grad = (1 - alpha_bar) * (self.eps_hat(z_t, t, cond) - noise)
-            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+            grad, count = zero_non_finite(grad)  # fp16 overflow: counted, then 0
+            self.non_finite = (count, grad.numel())
             return grad if self.grad_clip is None else grad.clamp(-self.grad_clip, self.grad_clip)
 
     def losses(self, rgb: torch.Tensor, t: torch.Tensor, view: View) -> dict[str, torch.Tensor]:
         """SDS loss whose gradient w.r.t. the latents of the render (B, H, W, 3) is w(t) (eps_hat - eps)."""
         latents = self.encode(rgb, view.generator)  # (B, 4, h, w)
-        noise = torch.randn(latents.shape, generator=view.generator).to(self.device)  # (B, 4, h, w) fp32
+        noise = torch.randn(latents.shape, generator=view.generator, device=view.generator.device).to(self.device)  # (B, 4, h, w) fp32
         grad = self.sds_grad(latents, noise, t, self.text_embeddings(view.cameras))
         return {"sds": sds_latent_target_loss(latents.float(), grad)}

@@ -286,7 +286,8 @@ class Server:
     def _prepare(self, run: ServedRun, config: GenerationConfig, guidance: str, made: Path | None):
         """The Trainer of a checked request, once its model is here (phase events while it downloads)."""
         from ..guidance.hub import size_text
-        from ..run_setup import find_model
+        from ..memory import check_memory
+        from ..run_setup import find_model, resolve_device
         from ..trainer import Trainer
 
         def on_event(event: dict[str, Any]) -> None:
@@ -305,10 +306,11 @@ class Server:
                 on_event(protocol.phase(run.id, "download", f"Downloading {name} {size_text(done, total)}",
                                         bytes_done=done, bytes_total=total))
 
-            find_model(config, downloading, run.stop)
+            folder = find_model(config, downloading, run.stop)
             if run.stop.is_set():
                 raise TrainingError("cancelled", f"cancelled before loading {name}; nothing was trained",
                                     "The model is in the cache now: the next run starts from loading it.")
+            check_memory(config, resolve_device(config.device), guidance, folder)  # the weights' size, now that they are here
         if config.variations > 1:
             from ..cluster.variations import Variations
 

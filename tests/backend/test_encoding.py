@@ -10,6 +10,7 @@ from backend.encoding import (
     DenseGridEncoding,
     HashGridEncoding,
     TcnnHashGridEncoding,
+    hashgrid_state_for,
     make_encoding,
     tcnn_available,
 )
@@ -224,3 +225,47 @@ def test_tcnn_missing_is_a_clear_import_error(monkeypatch):
         make_encoding("hashgrid", "tcnn")
     with pytest.raises(ImportError, match="tinycudann"):
         TcnnHashGridEncoding()
+
+
+def test_tcnn_hash_table_is_fp32_unless_asked_for_half(fake_tcnn):
+    """tinycudann's own default (dtype None) is fp16 where the GPU has it: SDS gradients on the table underflow there."""
+    make_encoding("hashgrid", "tcnn", **TINY)
+    make_encoding("hashgrid", "tcnn", "fp16", **TINY)
+    assert [encoding.dtype for encoding in fake_tcnn.instances] == [torch.float32, torch.float16]
+    assert TcnnHashGridEncoding(**TINY).encoding.dtype == torch.float32
+    with pytest.raises(ValueError, match="hashgrid_dtype: must be one of fp32, fp16"):
+        make_encoding("hashgrid", "tcnn", "bf16", **TINY)
+
+
+@pytest.mark.parametrize("config", [TINY, {}])
+def test_a_table_in_tcnn_layout_loads_into_the_torch_grid_and_back(fake_tcnn, config):
+    fused = TcnnHashGridEncoding(**config)
+    torch.nn.init.uniform_(fused.encoding.params, -1.0, 1.0)
+    state = {"encoding.encoding.params": fused.encoding.params.detach().clone(), "mlp.0.weight": torch.ones(2)}
+    torch_grid = HashGridEncoding(**config)
+    moved = hashgrid_state_for(torch_grid, state, prefix="encoding.")
+    assert set(moved) == {"encoding.embeddings", "mlp.0.weight"} and moved["mlp.0.weight"] is state["mlp.0.weight"]
+    torch_grid.load_state_dict({"embeddings": moved["encoding.embeddings"]})
+    x = edge_and_random_points(50)
+    torch.testing.assert_close(torch_grid(x), fused(x), rtol=0, atol=0)  # the same numbers in the same places
+    back = hashgrid_state_for(fused, {"encoding.embeddings": torch_grid.embeddings.detach()}, prefix="encoding.")
+    assert torch.equal(back["encoding.encoding.params"], state["encoding.encoding.params"])
+    assert hashgrid_state_for(torch_grid, moved, prefix="encoding.") is moved  # already in its layout
+    with pytest.raises(ValueError, match="hash table has .* values; this field's has"):
+        hashgrid_state_for(HashGridEncoding(**{**TINY, "n_levels": 3}), state, prefix="encoding.")
+
+
+def test_the_mps_path_computes_the_same_grid(monkeypatch):
+    """Apple's MPS has no float64 and partial complex support: the lookup the MPS path takes (float32
+    positions, features gathered one by one), run here on the CPU, gives the grid's values."""
+    encoding = HashGridEncoding()
+    torch.nn.init.uniform_(encoding.embeddings, -1.0, 1.0)
+    x = torch.rand(3000, 3, generator=torch.Generator().manual_seed(4))
+    exact = encoding(x)
+    monkeypatch.setattr("backend.encoding.exact_positions", lambda device: False)
+    monkeypatch.setattr("backend.encoding.complex_pairs", lambda device: False)
+    encoding._constant_cache.clear()
+    approximate = encoding(x)
+    # One float32 rounding more moves pos by up to an ulp, ~2.4e-4 at the finest level's scale 4095 (as CUDA's exp2f does).
+    torch.testing.assert_close(approximate, exact, rtol=0, atol=2e-3)
+    assert encoding._constant_cache and all(c["scale"].dtype == torch.float32 for c in encoding._constant_cache.values())

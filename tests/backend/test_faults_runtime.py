@@ -180,20 +180,24 @@ def test_repeated_non_finite_steps_stop_the_cli_with_an_error_and_keep_outputs(c
     assert (run_dir / "previews" / "step_00006.png").is_file()
 
 
-# ---------------------------------------------------------------------- CUDA out of memory (simulated)
-def out_of_memory_at(step):
-    real_step = Trainer.train_step
+# ---------------------------------------------------------------------- out of memory (simulated)
+CPU_ALLOCATOR = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 12884901888 bytes. Error code 12"
 
-    def train_step(self, index):
+
+def out_of_memory_at(step, error=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")):
+    """Trainer.queue_step (what the loop runs) raising `error()` at `step`."""
+    real_step = Trainer.queue_step
+
+    def queue_step(self, index):
         if index == step:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise error()
         return real_step(self, index)
 
-    return train_step
+    return queue_step
 
 
 def test_out_of_memory_suggests_low_vram_and_keeps_a_checkpoint(cli_generate, tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "train_step", out_of_memory_at(3))
+    monkeypatch.setattr(Trainer, "queue_step", out_of_memory_at(3))
     run_dir = tmp_path / "run"
     status, stdout, stderr = cli_generate("--steps", "10", "--preview-every", "0", "--checkpoint-every", "0", "--run-dir", str(run_dir))
     assert status == 1 and stdout == ""
@@ -201,8 +205,20 @@ def test_out_of_memory_suggests_low_vram_and_keeps_a_checkpoint(cli_generate, tm
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 3
 
 
+@pytest.mark.parametrize("error", [lambda: RuntimeError(CPU_ALLOCATOR), lambda: MemoryError()])
+def test_a_cpu_allocation_failure_mid_run_is_the_out_of_memory_error_with_its_checkpoint(cli_generate, tmp_path, monkeypatch, error):
+    monkeypatch.setattr(Trainer, "queue_step", out_of_memory_at(4, error))
+    run_dir = tmp_path / "run"
+    status, stdout, stderr = cli_generate("--steps", "10", "--preview-every", "0", "--checkpoint-every", "0", "--run-dir", str(run_dir))
+    assert status == 1 and stdout == "" and "Traceback" not in stderr
+    assert "The CPU ran out of memory at step 4 (resolution 16" in stderr and "lower --resolution" in stderr
+    assert "keeps a checkpoint of step 4" in stderr
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 4 and state["metrics"]["step"] == [0, 1, 2, 3]
+
+
 def test_out_of_memory_reaches_the_add_on_as_an_error_event_with_the_hint(tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "train_step", out_of_memory_at(1))
+    monkeypatch.setattr(Trainer, "queue_step", out_of_memory_at(1))
     out = io.StringIO()
     server = Server(out, "cpu")
     server.generate("r", {**tiny_config().to_dict(), "run_dir": str(tmp_path / "run")})

@@ -1,5 +1,6 @@
 """backend/renderer.py on volumes whose images are known in closed form."""
 
+import pytest
 import torch
 
 from backend.cameras import make_cameras
@@ -68,3 +69,27 @@ def test_jitter_changes_samples_but_not_a_solid_image_much():
     a = render(Ball(), front_camera(), 32, 64, settings)
     b = render(Ball(), front_camera(), 32, 64, settings, generator=torch.Generator().manual_seed(0))
     assert (a["opacity"] - b["opacity"]).abs().mean() < 0.05
+
+
+def test_normals_at_the_most_visible_samples_only():
+    """shaded_diffuse: n.l at each ray's SHADED_SAMPLES_PER_RAY heaviest samples above the weight threshold, 0 elsewhere
+    (fixed shapes: no boolean mask, so a GPU never waits to learn how many samples are visible)."""
+    from backend.renderer import NORMAL_WEIGHT_THRESHOLD, SHADED_SAMPLES_PER_RAY, shaded_diffuse
+
+    torch.manual_seed(0)
+    rays, samples = 5, 20
+    points = torch.randn(rays, samples, 3)
+    weights = torch.rand(rays, samples) * 0.1
+    weights[0] = 0  # a ray that misses: no normal counts
+    weights[1, :] = NORMAL_WEIGHT_THRESHOLD / 2
+    weights[1, 3] = 0.5  # one visible sample
+    light = torch.nn.functional.normalize(torch.randn(rays, 3), dim=-1)
+    light[1] = torch.nn.functional.normalize(points[1, 3], dim=-1)  # lit head-on: n.l = 1
+    diffuse = shaded_diffuse(Ball(), points, weights, light)
+    lit = ((points / points.norm(dim=-1, keepdim=True)) * light[:, None]).sum(-1).clamp(min=0)
+    assert torch.all(diffuse[0] == 0) and diffuse[1].nonzero().flatten().tolist() == [3] and diffuse[1, 3] == pytest.approx(1.0)
+    for ray in range(2, rays):
+        top = weights[ray].topk(SHADED_SAMPLES_PER_RAY).indices
+        expected = torch.zeros(samples)
+        expected[top] = lit[ray, top]
+        torch.testing.assert_close(diffuse[ray], expected)

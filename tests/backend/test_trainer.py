@@ -1,10 +1,13 @@
-"""backend/trainer.py (with checkpoint.py and artifacts.py) on tiny CPU runs with the analytic prior."""
+"""backend/trainer.py (with checkpoint.py, artifacts.py and readback.py) on tiny CPU runs with the analytic prior."""
 
+import collections
 import json
+import math
 import threading
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from backend.config import GenerationConfig
 from backend.errors import TrainingError
@@ -153,3 +156,87 @@ def test_repeated_nan_stops_with_an_error_and_keeps_outputs(tmp_path, monkeypatc
         trainer.run()
     assert info.value.code == "non_finite"
     assert (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "config.json").exists()
+
+
+# ---------------------------------------------------------------------- the lean step (issue 16)
+class HostReads(TorchDispatchMode):
+    """Counts the ops that make a host wait for the device: reading a value (item, bool, float) and
+    data-dependent shapes (nonzero, boolean-mask gathers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        if name in ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.masked_scatter"):
+            self.ops[name] += 1
+        if name == "aten.index" and any(getattr(i, "dtype", None) == torch.bool for i in args[1] if i is not None):
+            self.ops["boolean index"] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("warmup, host_reads", [(1.0, 0), (0.0, 1)])
+def test_a_queued_step_never_reads_the_device(tmp_path, warmup, host_reads):
+    """On a GPU each of these would stall the host. The one read after the warm-up is the shading mode,
+    drawn from the host's own generator; normals (textureless shading) take no mask and no read."""
+    trainer = Trainer(tiny_config(albedo_warmup=warmup, textureless_prob=1.0, albedo_prob=0.0), tmp_path / "run")
+    trainer.setup(False)
+    trainer.queue_step(0)
+    with HostReads() as reads:
+        values = trainer.queue_step(1)
+    trainer.close()
+    assert dict(reads.ops) == ({"aten._local_scalar_dense": host_reads} if host_reads else {})
+    loss, taken, non_finite = values.tolist()
+    assert loss > 0 and taken == 1 and non_finite == 0
+
+
+def test_reading_back_in_blocks_changes_no_number(tmp_path):
+    """The loss read every 4 steps (as a GPU run reads every 10) gives the same run; progress events carry the last loss read."""
+    runs = {}
+    for every in (1, 4):
+        events = []
+        trainer = Trainer(tiny_config(extra={"read_every": every}), tmp_path / f"every{every}", on_event=events.append)
+        trainer.run()
+        runs[every] = (json.loads((tmp_path / f"every{every}" / "metrics.json").read_text()), events, trainer.field.encoding.grid)
+    (m1, e1, g1), (m4, e4, g4) = runs[1], runs[4]
+    assert m1["loss"] == m4["loss"] and m1["step"] == m4["step"] == list(range(12)) and torch.equal(g1, g4)
+    losses = [e["loss"] for e in e4 if e["type"] == "progress"]
+    assert math.isnan(losses[0]) and losses[3] == m4["loss"][3] and losses[4] == m4["loss"][3]  # read at steps 4, 8, ...
+    assert [e["loss"] for e in e1 if e["type"] == "progress"] == m1["loss"]
+
+
+def test_non_finite_steps_are_skipped_on_the_device_when_read_in_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr("backend.trainer.MAX_BAD_STEPS", 3)
+    trainer = Trainer(tiny_config(steps=20, preview_every=0, checkpoint_every=0, extra={"read_every": 4}), tmp_path / "run")
+    trainer.setup(False)
+    poison(trainer, {1} | set(range(5, 100)))
+    with pytest.raises(TrainingError, match="3 steps in a row had a non-finite loss") as info:
+        trainer.loop(0)
+    trainer.close()
+    assert info.value.code == "non_finite" and trainer.metrics["skipped_steps"][:4] == [1, 5, 6, 7]
+    assert torch.isfinite(trainer.field.encoding.grid).all()
+    assert trainer.optimizer.state[trainer.field.encoding.grid]["step"] == 4  # steps 0, 2, 3, 4: Adam never counted a skipped one
+
+
+def test_non_finite_guidance_values_are_counted_before_they_are_hidden(tmp_path):
+    events = []
+    trainer = Trainer(tiny_config(steps=4), tmp_path / "run", on_event=events.append)
+    trainer.setup(False)
+    eps_hat = trainer.guidance.eps_hat
+
+    def overflowing(x_t, alpha_bar, view):  # 3 % of the guidance's values overflow at step 2
+        out = eps_hat(x_t, alpha_bar, view)
+        if trainer.last_step == 2:
+            out.view(-1)[: out.numel() * 3 // 100] = float("inf")
+        return out
+
+    trainer.guidance.eps_hat = overflowing
+    trainer.loop(0)
+    trainer.close()
+    (entry,) = trainer.metrics["guidance_non_finite"]
+    values = 16 * 16 * 3
+    assert entry == {"step": 2, "count": values * 3 // 100, "share": round((values * 3 // 100) / values, 6)}
+    assert 2 not in trainer.metrics["skipped_steps"]  # set to 0 and trained on, as before, but no longer unseen
+    warnings = [e for e in events if e["type"] == "log" and e["level"] == "warning"]
+    assert len(warnings) == 1 and "step 2: 3.0% of the guidance's values were NaN or inf" in warnings[0]["message"]

@@ -131,11 +131,42 @@ def test_a_hub_prefix_is_never_a_local_folder(tmp_path, monkeypatch):
         resolve_model_folder("hub:../x")
 
 
-def test_fp16_needs_cuda():
-    with pytest.raises(ConfigError, match="precision"):
+def test_precisions():
+    with pytest.raises(ConfigError, match="precision: fp16 needs a GPU .* bf16"):
         resolve_dtype("fp16", CPU)
-    assert resolve_dtype("auto", CPU) == torch.float32
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("auto", CPU) == torch.float32 and resolve_dtype("bf16", CPU) == torch.bfloat16
+    for gpu in ("cuda", "mps"):  # an Apple GPU runs SD in fp16 too
+        assert resolve_dtype("auto", torch.device(gpu)) == torch.float16 == resolve_dtype("fp16", torch.device(gpu))
+        assert resolve_dtype("bf16", torch.device(gpu)) == torch.bfloat16 and resolve_dtype("fp32", torch.device(gpu)) == torch.float32
+
+
+def test_bf16_runs_the_half_precision_path_on_the_cpu(tiny_model, tmp_path):
+    """The UNet and VAE in bf16, the loss and its gradient in fp32: a dtype mistake here fails in CI, not on the first GPU."""
+    config = sd_config(tiny_model, precision="bf16", resolution=32, samples_per_ray=16, encoding="dense", dense_resolution=16, steps=3)
+    trainer = Trainer(config, tmp_path)
+    try:
+        trainer.setup(resume=False)
+        networks = (trainer.guidance.unet, trainer.guidance.vae)
+        assert {p.dtype for net in networks for p in net.parameters()} == {torch.bfloat16}
+        assert trainer.guidance.cond.dtype == torch.bfloat16
+        before = trainer.field.encoding.grid.detach().clone()
+        losses = [trainer.train_step(step) for step in range(2)]
+    finally:
+        trainer.close()
+    assert all(loss is not None and loss > 0 for loss in losses)
+    assert trainer.field.encoding.grid.dtype == torch.float32 and not torch.equal(trainer.field.encoding.grid, before)
+    assert trainer.metrics["guidance_non_finite"] == []
+
+
+def test_channels_last_and_a_compiled_unet_are_options_that_change_no_number(tiny_model, guidance):
+    """channels-last and torch.compile (here its 'eager' backend: the same graph capture, no compiler) are measured options."""
+    assert guidance.memory_format == torch.contiguous_format and guidance.unet_forward is guidance.unet  # neither by default
+    other = build_sd_guidance(sd_config(tiny_model, extra={"channels_last": True, "compile_unet": "eager"}), CPU)
+    assert other.memory_format == torch.channels_last and type(other.unet_forward).__name__ == "OptimizedModule"
+    assert other.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    z_t, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5)), torch.tensor([400])
+    cond = guidance.text_embeddings(cameras_at([0], [0]))
+    torch.testing.assert_close(other.eps_hat(z_t, t, cond), guidance.eps_hat(z_t, t, cond), rtol=1e-4, atol=1e-3)
 
 
 # ---------------------------------------------------------------------- prompts
