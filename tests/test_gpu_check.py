@@ -22,7 +22,7 @@ def test_the_gpu_check_runs_and_writes_its_results(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (out / "failed.txt").exists(), (out / "failed.txt").read_text() + "".join(p.read_text()[-1500:] for p in out.glob("*.err"))
     doctor = json.loads((out / "doctor_bf16.out").read_text())
-    assert doctor["ok"] is True and doctor["precision"] == "bfloat16" and doctor["sd_check"]["ok"]
+    assert doctor["ok"] is True and doctor["precision"] == "bf16" and doctor["sd_check"]["ok"]
     for name in ("bench_torch_grid", "bench_channels_last"):
         bench = json.loads((out / f"{name}.out").read_text())
         assert bench["guidance"] == "sd" and bench["hashgrid_implementation"] == "HashGridEncoding" and bench["dtype"] == "bfloat16"

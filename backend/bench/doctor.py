@@ -187,10 +187,11 @@ def doctor(device_name: str = "auto", model: str | None = None, precision: str =
         report["error"] = f"{exc} (torch {report['torch']}, CUDA {report['cuda'] or 'none in this build'})."
     if device is not None:
         report.update(device_report(device))
-        from ..guidance.stable_diffusion import resolve_dtype
+        from ..guidance.stable_diffusion import DTYPES, resolve_dtype
 
         try:
-            report["precision"] = str(resolve_dtype(precision, device)).removeprefix("torch.")
+            dtype = resolve_dtype(precision, device)
+            report["precision"] = next(name for name, value in DTYPES.items() if value == dtype)  # fp32 | fp16 | bf16, as --precision
             report.update(model_report(report["model"]))
             # A --model whose weights are here is timed; otherwise a random pipeline of SD 2.1-base's shapes.
             folder = Path(report["model_folder"]) if model and report.get("model_folder") else None

@@ -34,7 +34,7 @@ def test_doctor_on_the_cpu_times_the_analytic_step_and_proves_the_sd_path():
     report = doctor("--device", "cpu")
     for key, types in CONTRACT.items():
         assert isinstance(report[key], types), (key, report[key])
-    assert report["device"] == "cpu" and report["precision"] == "float32" and report["guidance"] == "analytic"
+    assert report["device"] == "cpu" and report["precision"] == "fp32" and report["guidance"] == "analytic"
     assert report["step_ms"] > 0 and report["floor_ms"] > 0
     assert report["ratio"] == pytest.approx(report["step_ms"] / report["floor_ms"], rel=1e-3)
     assert report["sd_check"]["ok"] is True and report["fused_adam"] is True
