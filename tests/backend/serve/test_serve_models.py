@@ -107,10 +107,13 @@ def test_every_model_failure_is_an_error_event_and_ping_is_answered_after_it(tra
         ("acme/never-cached", "model_offline", "HF_HUB_OFFLINE"),
         (named("corrupt"), "model_corrupt", "cannot load the unet"),
         ("../../etc", *(("config", "must be a hub id") if transport == "tcp" else ("model_not_found", "no model folder at"))),
+        # A run that cannot fit in memory (1024² renders of 1024 samples: hundreds of GB) is refused before it starts.
+        ({"model": named("corrupt"), "resolution": 1024, "samples_per_ray": 1024}, "out_of_memory", "it was not started"),
     ]
     try:
         for index, (model, code, words) in enumerate(cases):
-            backend.send("generate", id=f"m{index}", config=remote(transport, {**TINY_SD, "model": model, "out": str(tmp_path / "runs")}))
+            changes = model if isinstance(model, dict) else {"model": model}
+            backend.send("generate", id=f"m{index}", config=remote(transport, {**TINY_SD, **changes, "out": str(tmp_path / "runs")}))
             event = answered(backend, "error")[-1]
             assert (event["id"], event["code"]) == (f"m{index}", code) and words in event["message"] and event["hint"], event
             backend.send("ping")
