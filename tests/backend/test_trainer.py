@@ -191,6 +191,23 @@ def test_a_queued_step_never_reads_the_device(tmp_path, warmup, host_reads):
     assert loss > 0 and taken == 1 and non_finite == 0
 
 
+def test_a_queued_stable_diffusion_step_in_bf16_never_reads_the_device(tmp_path):
+    """The SD path too (the tiny random pipeline): view indices, the VAE's latent sample and the noise stay on the device."""
+    from backend.guidance.make_model import make_model
+
+    model = make_model("tiny", tmp_path / "tiny")
+    config = tiny_config(guidance="sd", model=str(model), precision="bf16", resolution=32, albedo_warmup=0.0, textureless_prob=1.0,
+                         albedo_prob=0.0)
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.setup(False)
+    trainer.queue_step(0)
+    with HostReads() as reads:
+        values = trainer.queue_step(1)
+    trainer.close()
+    assert dict(reads.ops) == {"aten._local_scalar_dense": 1}  # the shading mode, from the host's generator
+    assert values.tolist()[1:] == [1.0, 0.0]
+
+
 def test_reading_back_in_blocks_changes_no_number(tmp_path):
     """The loss read every 4 steps (as a GPU run reads every 10) gives the same run; progress events carry the last loss read."""
     runs = {}
