@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import torch
+from host_reads import HostReads
 
 from backend import cli
 from backend.cameras import make_cameras
@@ -142,7 +143,8 @@ def test_precisions():
 
 def test_bf16_runs_the_half_precision_path_on_the_cpu(tiny_model, tmp_path):
     """The UNet and VAE in bf16, the loss and its gradient in fp32: a dtype mistake here fails in CI, not on the first GPU."""
-    config = sd_config(tiny_model, precision="bf16", resolution=32, samples_per_ray=16, encoding="dense", dense_resolution=16, steps=3)
+    config = sd_config(tiny_model, precision="bf16", resolution=32, samples_per_ray=16, encoding="dense", dense_resolution=16, steps=3,
+                       albedo_warmup=0.0, textureless_prob=1.0, albedo_prob=0.0)  # normals on every step
     trainer = Trainer(config, tmp_path)
     try:
         trainer.setup(resume=False)
@@ -150,9 +152,12 @@ def test_bf16_runs_the_half_precision_path_on_the_cpu(tiny_model, tmp_path):
         assert {p.dtype for net in networks for p in net.parameters()} == {torch.bfloat16}
         assert trainer.guidance.cond.dtype == torch.bfloat16
         before = trainer.field.encoding.grid.detach().clone()
-        losses = [trainer.train_step(step) for step in range(2)]
+        losses = [trainer.train_step(0)]
+        with HostReads() as reads:  # a queued step: the VAE's latent sample, view indices and noise stay on the device
+            losses.append(trainer.queue_step(1).tolist()[0])
     finally:
         trainer.close()
+    assert dict(reads.ops) == {"aten._local_scalar_dense": 1}  # the shading mode, drawn from the host's own generator
     assert all(loss is not None and loss > 0 for loss in losses)
     assert trainer.field.encoding.grid.dtype == torch.float32 and not torch.equal(trainer.field.encoding.grid, before)
     assert trainer.metrics["guidance_non_finite"] == []
