@@ -1,21 +1,19 @@
-"""The optimization loop (docs/ARCHITECTURE.md §4.6). About 380 lines, over the ~300 target: the loop
+"""The optimization loop (docs/ARCHITECTURE.md §4.6). About 400 lines, over the ~300 target: the loop
 reads best together with the ways it ends (a stop request, non-finite steps, out of memory, a full
 disk), with the reading back of its steps' numbers, and with the SDF switch's place in it.
 
 Each step: cameras -> render -> guidance loss at t = schedule[i] -> Adam. Everything random in a
 step (cameras, light, background, shading, sample jitter, diffusion noise) comes from generators
 seeded by (seed, step) (step_random.py), so a resumed run repeats the steps it would have taken and
-two schedules with the same seed see the same cameras and noise.
+two schedules with the same seed see the same cameras and noise. A step never waits for the
+device: its loss, whether it was finite and how many guidance values were not are read in blocks
+(readback.py); a non-finite step is skipped on the device by fused Adam (`found_inf`, as torch.amp's
+GradScaler does), so the field and Adam's moments stay those of the last good step.
 
-A step never waits for the device: its loss, whether it was finite and how many guidance values
-were not stay on the device and are read in blocks (readback.py); a non-finite step is skipped on
-the device by fused Adam (`found_inf`, as torch.amp's GradScaler does), so the field and Adam's
-moments stay those of the last good step without the host looking at the numbers first.
-
-Events (backend.protocol dicts) go to `on_event`; logs to the logger and the run's log.txt.
-What the run writes lives beside it: checkpoint.py (checkpoint.pt) and artifacts.py (previews, the
-ring, meshes, metrics.json). A stop request (cancel, Ctrl-C) ends the loop after the current step
-and still writes the checkpoint, preview and mesh.
+Events (backend.protocol dicts) go to `on_event`; logs to the logger and the run's log.txt. What
+the run writes lives beside it: checkpoint.py (checkpoint.pt) and artifacts.py (previews, the ring,
+meshes, metrics.json). A stop request (cancel, Ctrl-C) ends the loop after the current step and
+still writes the checkpoint, preview and mesh.
 """
 
 from __future__ import annotations
