@@ -41,8 +41,8 @@ log = logging.getLogger("dreamtime.server")
 # checks that every text field of GenerationConfig is in one of them, so a new path field is
 # classified here (and refused or translated in apply) before a remote client can use it.
 PATH_FIELDS = ("out", "run_dir", "targets", "model", "init_mesh", "refine_from")
-TEXT_FIELDS = ("prompt", "negative_prompt", "schedule", "guidance", "encoding", "hashgrid_implementation", "background", "device",
-               "precision", "weights", "export",
+TEXT_FIELDS = ("prompt", "negative_prompt", "schedule", "guidance", "encoding", "hashgrid_implementation", "hashgrid_dtype", "background",
+               "device", "precision", "weights", "export",
                "extra")  # extra's keys are read one by one (grad_clip): none may be a path without a rule here
 SERVER_PATH = "<server path>"
 NOT_SENT = ("data", "sha256", "id")  # file bytes, their hash, and the client's own run id go out as they are
