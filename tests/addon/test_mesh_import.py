@@ -87,6 +87,30 @@ def scenario_foreign_and_broken_files():
             "colour_nodes": nodes, "mean_colour": colours.reshape(-1, 4)[:, :3].mean(0).tolist()}
 
 
+def scenario_lands_beside_the_default_cube_or_on_the_cursor():
+    import bpy
+
+    from in_blender import install_extension
+
+    addon = install_extension()
+    glb = str(Path(os.environ["DREAMTIME_TEST_TMP"]) / "asset" / "mesh.glb")
+    scene, landed = bpy.context.scene, {}
+    cube = bpy.data.objects["Cube"]  # Blender's default scene: a 2 m cube around the cursor at the origin
+    for keep in (False, True):
+        scene.dreamtime.import_at_cursor = keep
+        assert bpy.ops.dreamtime.import_mesh(filepath=glb, name=f"keep {keep}") == {"FINISHED"}
+        while addon.mesh_import.busy():
+            addon.mesh_import.pump()
+        obj = bpy.data.objects[f"keep {keep}"]
+        bpy.context.view_layer.update()
+        low, high = addon.landing.world_box(obj)
+        landed[str(keep)] = {"location": list(obj.location), "low": low.tolist(), "high": high.tolist(),
+                             "selected": [o.name for o in bpy.context.selected_objects],
+                             "active": bpy.context.view_layer.objects.active.name}
+    cube_low, cube_high = addon.landing.world_box(cube)
+    return {"landed": landed, "cube_high": cube_high.tolist(), "gap": addon.landing.LANDING_GAP}
+
+
 # ---------------------------------------------------------------------- tests
 @pytest.fixture
 def asset_files(tmp_path):
@@ -136,3 +160,12 @@ def test_foreign_broken_and_missing_files(blender, asset_files):
     assert "VERTEX_COLOR" in result["colour_nodes"]
     red, green, blue = result["mean_colour"]
     assert blue > 0.9 and red < 0.05 and green < 0.05
+
+
+def test_an_import_lands_beside_the_objects_at_the_cursor_selected_or_on_the_cursor_if_asked(blender, asset_files):
+    result = blender(__file__, "scenario_lands_beside_the_default_cube_or_on_the_cursor")
+    beside, on_cursor = result["landed"]["False"], result["landed"]["True"]
+    assert beside["low"][0] == pytest.approx(result["cube_high"][0] + result["gap"], abs=1e-4)  # just right of the cube
+    assert beside["location"][1:] == [0.0, 0.0] and beside["low"][2] == pytest.approx(0.0, abs=1e-4)  # on the floor, cursor's y
+    assert beside["selected"] == ["keep False"] and beside["active"] == "keep False"
+    assert on_cursor["location"] == [0.0, 0.0, 0.0] and on_cursor["selected"] == ["keep True"] and on_cursor["active"] == "keep True"

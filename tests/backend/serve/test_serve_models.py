@@ -258,3 +258,4 @@ def test_out_of_memory_and_any_other_failure_while_preparing_are_error_events(mo
     errors = [(e["id"], e["code"]) for e in events() if e["type"] == "error"]
     assert errors == [("r0", "out_of_memory"), ("r1", "internal"), ("r2", "internal")] and events()[-1]["type"] == "pong"
     assert "a bug" in [e for e in events() if e.get("id") == "r1" and e["type"] == "error"][0]["message"]
+    assert not any("Error" in e["message"] for e in events() if e["type"] == "error")  # no class names in what the artist reads
