@@ -105,3 +105,13 @@ def sentences(*parts: str) -> str:
         text = text[0].upper() + text[1:]
         out.append(text if text[-1] in ".!?" else text + ".")
     return " ".join(out)
+
+
+WORDED_EVENTS = ("error", "log")  # protocol events whose message and hint may name settings
+
+
+def panel_event(event: dict) -> dict:
+    """A protocol event as the add-on shows it: its message and hint with settings as panel fields."""
+    if event.get("type") not in WORDED_EVENTS:
+        return event
+    return {**event, **{key: panel(event[key]) for key in ("message", "hint") if isinstance(event.get(key), str)}}

@@ -41,19 +41,11 @@ from .lines import EOF, read_lines
 log = logging.getLogger("dreamtime.server")
 
 REPLAYED = ("run_folder", "phase", "progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
-WORDED = ("error", "log")  # events whose message and hint may name settings (backend/wording.py)
 
 
 def config_hint(field_name: str) -> str:
     return f"Change [[{field_name}]] and generate again." if field_name in GenerationConfig.__dataclass_fields__ else \
         "Fix the config and generate again."
-
-
-def panel_words(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as the add-on shows it: settings named as panel fields, not flags."""
-    if event.get("type") not in WORDED:
-        return event
-    return {**event, **{key: wording.panel(event[key]) for key in ("message", "hint") if isinstance(event.get(key), str)}}
 
 
 def build_config(values: dict[str, Any]) -> GenerationConfig:
@@ -138,7 +130,7 @@ class Server:
         if self.transport is None:
             return
         try:
-            self.transport.write(panel_words(event))
+            self.transport.write(wording.panel_event(event))  # the add-on's reader: settings named as panel fields
         except (OSError, ValueError):
             pass  # the client is gone: stdin EOF ends the loop; a TCP reader detaches it
 
