@@ -75,7 +75,7 @@ def start(scene: bpy.types.Scene, config: dict | None = None) -> str | None:
     props = scene.dreamtime
     if _run is not None:
         return "a run is already going; cancel it first"
-    props.error = props.error_hint = props.warning = props.run_dir = props.mesh_path = props.preview_path = ""  # the last run's: gone
+    props.error = props.error_hint = props.warning = ""
     try:
         if config is None:
             config = props.check(preferences())
@@ -89,6 +89,7 @@ def start(scene: bpy.types.Scene, config: dict | None = None) -> str | None:
         process, _ = open_backend()
     except BackendUnavailable as exc:
         return _fail(props, str(exc), exc.hint)
+    props.run_dir = props.mesh_path = props.preview_path = ""  # the last run's: this run's come with its events
     run_id = uuid.uuid4().hex[:12]
     process.send(backend_link.protocol.message("generate", id=run_id, config=config))
     _run, _configs[run_id] = Run(process, scene, run_id, config), config

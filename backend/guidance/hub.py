@@ -180,7 +180,7 @@ def _hint(code: str, model_id: str) -> str:
     if code == "model_layout":
         return "Use a diffusers Stable Diffusion 1.x/2.x repository (one with model_index.json, unet/, vae/, text_encoder/ ...)."
     return (f"Check the network and try again (the download resumes), or download it where there is network "
-            f"(`hf download {model_id} --local-dir DIR`) and point [[model]] at DIR.")
+            f"(`hf download {model_id} --local-dir DIR`) and use [[model=DIR]].")
 
 
 # ---------------------------------------------------------------------- the child
