@@ -164,9 +164,11 @@ class TcpServer:
             return self.server.dispatch(self.requests)
         finally:
             self.listener.close()
-            if self.client is not None:
-                self.client.flush()  # the stopped run's last events (mesh, done) reach the client
-                self.client.close()
+            with self._lock:  # read once: the client's own thread may detach it (set None) meanwhile
+                client = self.client
+            if client is not None and not client.closed:
+                client.flush()  # the stopped run's last events (mesh, done) reach the client
+                client.close()
 
     def stop(self) -> None:
         self.requests.put(EOF)

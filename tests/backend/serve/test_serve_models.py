@@ -106,7 +106,7 @@ def test_every_model_failure_is_an_error_event_and_ping_is_answered_after_it(tra
         (named("empty"), "model_layout", "no model_index.json"),
         ("acme/never-cached", "model_offline", "HF_HUB_OFFLINE"),
         (named("corrupt"), "model_corrupt", "cannot load the unet"),
-        ("../../etc", *(("config", "must be a hub id") if transport == "tcp" else ("model_not_found", "no model folder at"))),
+        ("../../dreamtime-none", *(("config", "must be a hub id") if transport == "tcp" else ("model_not_found", "no model folder at"))),
     ]
     try:
         for index, (model, code, words) in enumerate(cases):

@@ -84,7 +84,8 @@ def start_server(folder: Path, *options: str) -> subprocess.Popen:
 
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
-    assert proc.wait(30) == 0
+    code = proc.wait(30)
+    assert code == 0, (code, proc.log_path.read_text()[-3000:])
 
 
 @pytest.fixture(scope="module")
