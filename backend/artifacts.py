@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import protocol
+from . import protocol, wording
 from .cameras import Cameras, fixed_light
 from .config import GenerationConfig
 from .field import NeRFField
@@ -114,6 +114,7 @@ class RunArtifacts:
 
         asset = make_asset(mesh, numpy_albedo(self.field.albedo, self.device), self.config.mesh_faces, self.config.texture_size)
         if asset.warning:
+            log.warning("%s", asset.warning)
             self.on_event(protocol.log("warning", asset.warning))
         return asset
 
@@ -134,6 +135,11 @@ class RunArtifacts:
             uv_mesh = replace(uv_mesh, vertices=uv_mesh.vertices / frame["scale"] + np.asarray(frame["center"]))
         return replace(asset, mesh=to_source_frame(asset.mesh, frame), uv_mesh=uv_mesh)
 
+    def no_mesh_hint(self) -> str:
+        """What to change when the field has no surface (markers: backend/wording.py)."""
+        smooth = " or [[mesh_smooth]]" if self.config.mesh_smooth > 0 else ""
+        return f"Train longer (more [[steps]]), or lower [[mesh_threshold]]{smooth}, and generate again."
+
     def extract_now(self, step: int) -> None:
         """A mid-run asset in extracts/step_XXXXX/, announced with a mesh event; training goes on."""
         from .asset.export import export_asset
@@ -142,7 +148,7 @@ class RunArtifacts:
         try:
             asset = self.asset_of(self.mesh_of_field())
         except MeshError as exc:
-            self.on_event(protocol.error(self.run_id, "extract", f"no mesh at step {step}: {exc}", "Train longer or lower mesh_threshold."))
+            self.on_event(protocol.error(self.run_id, "extract", f"No mesh at step {step}: {exc}.", self.no_mesh_hint()))
             return
         folder = self.run_dir / "extracts" / f"step_{step:05d}"
         path = export_asset(self.in_source_frame(asset), folder, ("glb",), vertex_colors=self.config.vertex_colors)["glb"]
@@ -159,8 +165,10 @@ class RunArtifacts:
         try:
             extracted = self.mesh_of_field()
         except MeshError as exc:
-            log.warning("no mesh: %s", exc)
-            self.on_event(protocol.log("warning", f"no mesh: {exc}"))
+            text = f"No mesh: {exc}."
+            log.warning("%s %s", text, wording.cli(self.no_mesh_hint()))
+            self.outputs["warning"] = text
+            self.on_event(protocol.message("log", id=self.run_id, level="warning", code="no_mesh", message=text, hint=self.no_mesh_hint()))
             return {}
         seconds = {"extract": time.perf_counter() - tick}
         asset = self.asset_of(extracted)

@@ -1,7 +1,9 @@
 """Command line: `python -m backend generate|serve|batch|schedule|make-model|bench|doctor ...` (docs/ARCHITECTURE.md §1, §8).
 
 stdout carries results only (the run folder's path, or the schedule's JSON); progress and logs go
-to stderr. Bad input ends in one line naming the problem, exit status 2; a failed run, exit 1.
+to stderr, logs above the progress bar. Bad input ends in one line naming the problem, exit status 2;
+a failed run, exit 1; a run whose field has no surface (no mesh), exit 3 (EXIT_STATUS). Messages
+name settings as flags (backend/wording.py).
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ import sys
 import threading
 from pathlib import Path
 
-from . import protocol
+from . import protocol, wording
+from .cli_help import config_help
 from .config import DEVICES, HASHGRID_IMPLEMENTATIONS, PRECISIONS, ConfigError, GenerationConfig, preset_for
 
 # CLI flag -> config field, for the flags that map one to one.
 CONFIG_FLAGS = {
     "negative_prompt": str, "seed": int, "steps": int, "schedule": str, "m1": float, "m2": float, "s1": float,
-    "s2": float, "t_min": int, "t_max": int, "guidance": str, "model": str, "targets": str, "guidance_scale": float,
+    "s2": float, "t_min": int, "t_max": int, "guidance": str, "model": str, "weights": str, "targets": str, "guidance_scale": float,
     "resolution": int, "preview_resolution": int, "samples_per_ray": int, "encoding": str, "background": str,
     "dense_resolution": int, "mlp_hidden": int, "lambda_tv": float, "sdf_after": float, "mesh_threshold": float,
-    "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "mesh_faces": int,
+    "lr": float, "preview_every": int, "checkpoint_every": int, "mesh_resolution": int, "mesh_smooth": float, "mesh_faces": int,
     "texture_size": int, "export": str,
     "out": str, "run_dir": str, "device": str, "precision": str, "init_mesh": str, "strength": float, "variations": int,
     "hashgrid_implementation": str, "hashgrid_dtype": str,
@@ -35,18 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backend", description="DreamTime text-to-3D (TP-SDS) engine")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="optimize a NeRF for a prompt and export its mesh")
-    gen.add_argument("prompt", nargs="?", default=None, help='what to make, e.g. "a red torus"')
+    gen = commands.add_parser("generate", help="optimize a NeRF for a prompt and export its mesh",
+                              description="Optimize a NeRF for a prompt with TP-SDS and export its mesh into a new run folder, "
+                                          "whose path is printed last. Exit status 0: done (or stopped early, mesh kept); "
+                                          "1: the run failed; 2: bad input; 3: done without a mesh.")
+    gen.add_argument("prompt", nargs="?", default=None, help='what to make, e.g. "a red torus" (the analytic prior: a shape and a colour)')
     for name, kind in CONFIG_FLAGS.items():
-        gen.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=argparse.SUPPRESS)
-    gen.add_argument("--no-wd", action="store_true", help="drop W_d from the TP-SDS weight")
-    gen.add_argument("--low-vram", action="store_true", help="sd: CPU offload and attention slicing")
-    gen.add_argument("--vertex-colors", action="store_true", help="also store per-vertex colours in the GLB and OBJ")
+        gen.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar=name.upper(), help=config_help(name))
+    gen.add_argument("--no-wd", action="store_true", help="drop W_d from the TP-SDS weight (default: kept)")
+    gen.add_argument("--low-vram", action="store_true", help="sd: CPU offload and attention slicing (default off)")
+    gen.add_argument("--vertex-colors", action="store_true", help="also store per-vertex colours in the GLB and OBJ (default off)")
     gen.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue a run from its checkpoint; with --steps M above its steps, refine it to M in a new folder beside it")
-    gen.add_argument("--ray-address", help="--variations as Ray tasks on this cluster (auto or HOST:PORT)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    gen.epilog = "options: " + " ".join("--" + n.replace("_", "-") for n in CONFIG_FLAGS)
+                     help="continue a run from its checkpoint, with its own config; with --steps M above its steps, refine it to M "
+                          "in a new folder beside it (default: a new run)")
+    gen.add_argument("--ray-address", help="--variations as Ray tasks on this cluster, auto or HOST:PORT (default: one after another here)")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar on stderr)")
 
     serve = commands.add_parser("serve", help="the add-on's backend: protocol JSON lines on stdin/stdout, or over TCP")
     serve.add_argument("--listen", metavar="HOST:PORT", help="serve over TCP instead (e.g. 127.0.0.1:7841; port 0: any free one)")
@@ -144,6 +150,13 @@ def config_from_args(args: argparse.Namespace) -> GenerationConfig:
     return GenerationConfig.from_dict(values).validate()
 
 
+def given_flags(args: argparse.Namespace) -> dict:
+    """{config field: value} of the config flags on the command line (switches included when set)."""
+    given = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
+    switches = {"use_w_d": (args.no_wd, False), "low_vram": (args.low_vram, True), "vertex_colors": (args.vertex_colors, True)}
+    return {**given, **{name: value for name, (on, value) in switches.items() if on}}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from .errors import TrainingError
     from .run_folder import new_run_dir
@@ -156,11 +169,15 @@ def run_generate(args: argparse.Namespace) -> int:
         config = prepare_refine(args.resume, args.steps)
         run_dir = Path(config.run_dir)
     elif args.resume:
+        from .resume import ResumeError, resumed_config
+
         run_dir = Path(args.resume)
         try:
-            config = GenerationConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))).validate()
-        except (OSError, ValueError) as exc:
-            return fail(f"cannot resume {run_dir}: no readable config.json ({exc})", 2)
+            config, notes = resumed_config(run_dir, given_flags(args), args.prompt)
+        except ResumeError as exc:
+            return fail(str(exc), 2)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     else:
         config = config_from_args(args)
         try:
@@ -192,32 +209,88 @@ def run_generate(args: argparse.Namespace) -> int:
         progress.close()
         return fail(f"{exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), 1)
     progress.close()
-    if stop.is_set():
-        print("stopped early; the mesh of the current state was written", file=sys.stderr)
-    if outputs.get("summary"):
+    if outputs.get("summary"):  # variations
         print(f"{outputs['summary']}; contact sheet {outputs['contact_sheet']}", file=sys.stderr)
+    else:
+        print(end_line(outputs, config.steps), file=sys.stderr)
     print(run_dir)
-    return 0
+    return EXIT_STATUS[outputs.get("outcome", "complete")]
+
+
+# The exit status of a generation by how it ended (protocol.OUTCOMES); README's "Exit status" says the same.
+EXIT_STATUS = {"complete": 0, "stopped": 0, "no_mesh": 3}
+
+
+def end_line(outputs: dict, steps: int) -> str:
+    """The last stderr line of a generation: how it ended and every file of the asset."""
+    files = ", ".join(Path(path).name for path in outputs.get("mesh_files", []))
+    outcome, done = outputs.get("outcome", "complete"), outputs.get("steps_done", steps)
+    if outcome == "no_mesh":
+        stopped = f", stopped early at step {done} of {steps}" if "stopped_at" in outputs else f" after {done} steps"
+        return f"done without a mesh{stopped} (exit status 3): {outputs.get('warning', 'the field has no surface')}"
+    if outputs.get("resumed_at") is not None and outputs["resumed_at"] >= steps and outcome == "complete":
+        return f"the run was already complete ({done} of {steps} steps): nothing trained, its mesh extracted again; wrote {files}"
+    if outcome == "stopped":
+        return f"stopped early at step {done} of {steps}; the checkpoint and the mesh of the current state were written: {files}"
+    return f"done: {done} steps; wrote {files}"
 
 
 class ProgressBar:
-    """A tqdm bar on stderr fed by protocol events."""
+    """A tqdm bar on stderr fed by protocol events, drawn from the first step (a resumed run's bar
+    starts at its checkpoint's step); while it shows, log lines go above it (tqdm.write) instead of
+    through it."""
 
     def __init__(self, total: int, enabled: bool = True):
-        from tqdm import tqdm
+        self.total, self.enabled, self.bar = total, enabled, None
+        self._swapped: list[tuple[logging.Handler, logging.Handler]] = []
+        if enabled:
+            root = logging.getLogger()
+            for handler in list(root.handlers):
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+                    above = _AboveTheBar()
+                    above.setFormatter(handler.formatter)
+                    above.setLevel(handler.level)
+                    root.removeHandler(handler)
+                    root.addHandler(above)
+                    self._swapped.append((handler, above))
 
-        self.bar = tqdm(total=total, file=sys.stderr, disable=not enabled, dynamic_ncols=True, unit="step")
+    def _at(self, step: int):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=step, file=sys.stderr, disable=not self.enabled, dynamic_ncols=True, unit="step")
+        self.bar.n = step
+        return self.bar
 
     def on_event(self, event: dict) -> None:
-        if event["type"] == "progress":
-            self.bar.n = event["step"]
-            self.bar.set_postfix(t=event["t"], loss=f"{event['loss']:.4g}", refresh=False)
-            self.bar.refresh()
-        elif event["type"] in ("mesh", "done"):
-            self.bar.write(f"{event['type']}: {event.get('path') or event['outputs'].get('run_dir')}", file=sys.stderr)
+        if event["type"] == "log" and "resumed_at" in event:
+            self._at(event["resumed_at"]).refresh()
+        elif event["type"] == "progress":
+            bar = self._at(event["step"])
+            bar.set_postfix(t=event["t"], loss=f"{event['loss']:.4g}", refresh=False)
+            bar.refresh()
+        # log events need nothing here: the trainer logs what they say (above the bar)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+        root = logging.getLogger()
+        for handler, above in self._swapped:
+            root.removeHandler(above)
+            root.addHandler(handler)
+        self._swapped.clear()
+
+
+class _AboveTheBar(logging.Handler):
+    """A log line written above the progress bar, which is then drawn again below it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 def run_schedule(args: argparse.Namespace) -> int:
@@ -294,7 +367,8 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def fail(message: str, status: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    """One error line (markers in CLI words: backend/wording.py) and the exit status."""
+    print(f"error: {wording.cli(message)}", file=sys.stderr)
     return status
 
 

@@ -170,7 +170,7 @@ class GenerationConfig:
     mesh_faces: int = 20000  # decimate the mesh to at most this many faces (0: keep every face; the atlas then takes longer)
     texture_size: int = 1024  # side of the baked albedo texture, a power of two from 256 to 8192
     vertex_colors: bool = False  # also store per-vertex colours in the GLB and OBJ (PLY always has them)
-    export: tuple[str, ...] = ("glb",)  # mesh formats written at the end
+    export: tuple[str, ...] = ("glb",)  # mesh formats written at the end (CLI: comma-separated, e.g. glb,ply,obj)
     out: str = "runs"  # folder under which a new run folder is made
     run_dir: str = ""  # write exactly here instead (empty: a new folder under `out`)
     device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | mps (Apple GPU)

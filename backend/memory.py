@@ -206,13 +206,13 @@ def check_memory(config: GenerationConfig, device: torch.device, kind: str, mode
     fixed = estimate.total - estimate.parts["training step"]
     per_pixel = estimate.parts["training step"] / config.resolution**2
     fits = 8 * math.floor(math.sqrt(max(available - fixed, 0) / per_pixel) / 8)
-    lower = f"--resolution {fits} would fit" if fits >= 16 else "even --resolution 16 would not fit"
+    lower = f"[[resolution={fits}]] would fit" if fits >= 16 else "even [[resolution=16]] would not fit"
     where = "GPU " if device.type != "cpu" else ""
     raise TrainingError(
         "out_of_memory",
         f"this run needs about {gigabytes(estimate.total)} of {where}memory ({estimate.describe()}), but {limit} leaves "
         f"{gigabytes(available)}; it was not started.",
-        f"Memory grows with the square of --resolution ({config.resolution} now; {lower}) and with --samples-per-ray "
+        f"Memory grows with the square of [[resolution]] ({config.resolution} now; {lower}) and with [[samples_per_ray]] "
         f"({config.samples_per_ray}) and the batch. Lower them, or close other programs. The estimate can be skipped with "
         '{"memory_check": false} in Extra Config.',
     )
@@ -241,13 +241,13 @@ def out_of_memory_error(config: GenerationConfig, memory: str, step: int | None,
         return TrainingError(
             "out_of_memory",
             f"The CPU ran out of memory {where} {shape}.",
-            "Generate again with a lower --resolution (memory grows with its square) or fewer --samples-per-ray, "
+            "Generate again with a lower [[resolution]] (memory grows with its square) or fewer [[samples_per_ray]], "
             "or close other programs." + kept_note,
         )
     name = "CUDA ran out of GPU memory" if memory == "cuda" else "The Apple GPU (MPS) ran out of memory"
     return TrainingError(
         "out_of_memory",
         f"{name} {where} {shape}.",
-        'Generate again with --low-vram (in Blender: {"low_vram": true} in Extra Config), a lower --resolution or fewer '
-        "--samples-per-ray, or close other programs on the GPU." + kept_note,
+        "Generate again with [[low_vram=true]], a lower [[resolution]] or fewer [[samples_per_ray]], "
+        "or close other programs on the GPU." + kept_note,
     )

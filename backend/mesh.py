@@ -35,7 +35,7 @@ COARSE_STRIDE = 4  # fine grid steps per coarse cell: 256³ is first seen at 64�
 
 
 class MeshError(ValueError):
-    """The field has no surface to extract."""
+    """The field has no surface to extract (the message says what was looked for; the caller says what to change)."""
 
 
 def _query(fn: Field, xs: np.ndarray, flat: np.ndarray | None, chunk: int, device: str) -> np.ndarray:
@@ -123,8 +123,7 @@ def extract_mesh(
     grid, evaluated = _density_grid(density_fn, xs, threshold, chunk, device, coarse_to_fine)
     if not (grid >= threshold).any():
         raise MeshError(
-            f"no surface above density threshold {threshold:g} (max density found {np.nanmax(grid):.3g}); "
-            "the field may be empty — train longer or lower the threshold"
+            f"no surface above density threshold {threshold:g} (the densest point found is {np.nanmax(grid):.3g})"
         )
     if smooth > 0:  # Gaussian blur: removes voxel-scale speckle, keeps the surface
         sigma = smooth * (resolution - 1) / 2 / bound
@@ -146,8 +145,7 @@ def extract_mesh(
     mesh = trimesh.Trimesh(vertices, faces, process=True)  # merges duplicate vertices
     mesh.update_faces(mesh.nondegenerate_faces())
     if len(mesh.faces) == 0:  # smoothing can lower thin peaks below the threshold
-        raise MeshError(f"no surface above density threshold {threshold:g} after smoothing ({smooth:g}); "
-                        "lower mesh_smooth or the threshold")
+        raise MeshError(f"no surface above density threshold {threshold:g} once smoothed by {smooth:g}")
 
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))  # (F,)
     sizes = np.bincount(labels)  # faces per component

@@ -31,9 +31,9 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "progress": ("id", "step", "steps", "t", "loss", "eta_s"),
     "preview": ("id", "step", "path", "width", "height"),
     "mesh": ("id", "path", "n_vertices", "n_faces"),
-    "done": ("id", "outputs"),
+    "done": ("id", "outputs"),  # + `outcome` (OUTCOMES) and `step`: how the run ended
     "error": ("id", "code", "message", "hint"),
-    "log": ("level", "message"),
+    "log": ("level", "message"),  # + `id`; `code` and `hint` for a warning about a run; `run_dir`: the run's folder, from its start
     "pong": (),
 }
 
@@ -45,6 +45,15 @@ AUTH = "auth"
 DEFAULT_PORT = 7841
 FILE_EVENTS = ("preview", "mesh")  # events whose `path` names a file the client needs
 MAX_FILE_BYTES = 256 << 20  # a larger file is announced with `data_error` instead of its bytes
+
+# How a run that ends with `done` ended. "complete": every step trained and a mesh written;
+# "stopped": a stop request (a client's cancel, or the backend's own: a signal, shutdown, stdin
+# closed) ended it early, its checkpoint and mesh still written; "no_mesh": the field has no surface
+# to extract (outputs' `mesh` is null, a `log` warning with a hint came first). A stopped run
+# without a surface is "no_mesh", its `outputs.stopped_at` set. A done event without `outcome`
+# (an older backend) is "complete". The server adds `stopped_by` to a stopped run's done: "client"
+# (its cancel) or "backend" (the backend itself was stopped).
+OUTCOMES = ("complete", "stopped", "no_mesh")
 
 
 class ProtocolError(ValueError):
@@ -121,7 +130,17 @@ def mesh(run_id: str, path: str, n_vertices: int, n_faces: int) -> dict[str, Any
 
 
 def done(run_id: str, outputs: dict[str, Any]) -> dict[str, Any]:
-    return message("done", id=run_id, outputs=outputs)
+    """The run's end: `outcome` from outputs' (OUTCOMES; "complete" if it has none), `step` its last step."""
+    outcome = outputs.get("outcome", "complete")
+    if outcome not in OUTCOMES:
+        raise ProtocolError(f"done: outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+    return message("done", id=run_id, outputs=outputs, outcome=outcome, step=outputs.get("steps_done"))
+
+
+def outcome(event: dict[str, Any]) -> str:
+    """A done event's outcome (OUTCOMES); "complete" for a backend that predates the field."""
+    value = event.get("outcome", "complete")
+    return value if value in OUTCOMES else "complete"
 
 
 def error(run_id: str | None, code: str, message_text: str, hint: str = "") -> dict[str, Any]:

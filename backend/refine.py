@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .checkpoint import CHECKPOINT_NAME
 from .config import ConfigError, GenerationConfig
-from .run_folder import atomic_path, atomic_write_text
+from .run_folder import atomic_path, atomic_write_text, fresh_dir
 
 
 def steps_done(run_dir: Path) -> int:
@@ -74,12 +74,4 @@ def prepare_refine(run_dir: str | Path, steps: int) -> GenerationConfig:
 
 def new_refine_dir(run_dir: Path, steps: int) -> Path:
     """A new folder `<run>-refine-<steps>[-n]` beside the run."""
-    base = run_dir.with_name(f"{run_dir.name}-refine-{steps}")
-    candidate, n = base, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True, exist_ok=False)
-            return candidate
-        except FileExistsError:
-            n += 1
-            candidate = base.with_name(f"{base.name}-{n}")
+    return fresh_dir(run_dir.with_name(f"{run_dir.name}-refine-{steps}"))

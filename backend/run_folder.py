@@ -70,7 +70,12 @@ def slugify(text: str, max_chars: int = MAX_SLUG_CHARS) -> str:
 def new_run_dir(out_root: str | os.PathLike, prompt: str, seed: int) -> Path:
     """Create and return a fresh folder `<out_root>/<date>-<time>-<slug>-s<seed>[-n]`."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(out_root) / f"{stamp}-{slugify(prompt)}-s{seed}"
+    return fresh_dir(Path(out_root) / f"{stamp}-{slugify(prompt)}-s{seed}")
+
+
+def fresh_dir(base: Path) -> Path:
+    """Create and return `base`, or `base-2`, `base-3`, … when it exists (mkdir is the test, so two
+    processes never get the same folder)."""
     candidate, n = base, 1
     while True:
         try:

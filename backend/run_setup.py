@@ -18,9 +18,9 @@ def mps_available() -> bool:
 def resolve_device(name: str) -> torch.device:
     """The torch device of a config's `device`: auto is cuda, else mps, else cpu."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was asked for but no CUDA device is available; use --device cpu")
+        raise ConfigError("device", "cuda was asked for but no CUDA device is available; use [[device=cpu]]")
     if name == "mps" and not mps_available():
-        raise ConfigError("device", "mps was asked for but no Apple GPU is available (a torch with MPS, macOS 12.3+); use --device cpu")
+        raise ConfigError("device", "mps was asked for but no Apple GPU is available (a torch with MPS, macOS 12.3+); use [[device=cpu]]")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     return torch.device(name)
@@ -97,7 +97,7 @@ def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
     if kind == "analytic":
         from .guidance.analytic import AnalyticGuidance
         from .guidance.target_volumes import TargetSet
-        from .guidance.targets import library, load_targets
+        from .guidance.targets import library, load_targets, read_prompt
         from .schedule import scaled_linear_alphas_cumprod
 
         if config.background == "learned":
@@ -106,7 +106,9 @@ def build_guidance(config: GenerationConfig, kind: str, device: torch.device):
         targets = TargetSet(load_targets(config.prompt, config.targets), device=device)
         unconditional = TargetSet(library(), device=device) if scale != 1.0 else None
         alphas_cumprod = torch.tensor(scaled_linear_alphas_cumprod(), dtype=torch.float32, device=device)
-        return AnalyticGuidance(targets, alphas_cumprod, scale, unconditional)
+        guidance = AnalyticGuidance(targets, alphas_cumprod, scale, unconditional)
+        guidance.notes = [] if config.targets else read_prompt(config.prompt)[1]  # how the prompt was read: the run says it
+        return guidance
     from .guidance.stable_diffusion import build_sd_guidance
 
     return build_sd_guidance(config, device)

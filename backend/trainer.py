@@ -97,12 +97,17 @@ class Trainer:
         if self.guidance_kind == "analytic":
             log.info("guidance: the analytic prior, an offline demo prior: it knows only its primitive shapes and colours")
         log.info("run folder %s; device %s; guidance %s; schedule %s", self.run_dir, self.device, self.guidance_kind, cfg.schedule)
+        self.on_event(protocol.message("log", id=self.run_id, level="info", message=f"Run folder {self.run_dir}",
+                                       run_dir=str(self.run_dir)))  # the panel shows this run's folder from now on
         if stale:
             log.info("removed %d temporary file(s) a stopped process left: %s", len(stale), ", ".join(p.name for p in stale))
         if self.guidance_kind == "sd":  # seconds to minutes before the first step: say what is going on
             self.on_event(protocol.phase(self.run_id, "load", f"Loading model {cfg.model.removeprefix(HUB_PREFIX)}"))
         self.device_features = configure_device(self.device)  # TF32 on Ampere and newer
         self.guidance = build_guidance(cfg, self.guidance_kind, self.device)
+        for note in getattr(self.guidance, "notes", ()):  # e.g. the analytic prior took one of a shape's colours
+            log.warning("prompt: %s", note)
+            self.on_event(protocol.message("log", id=self.run_id, level="warning", code="prompt", message=f"Prompt: {note}."))
         encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)
         encoding_kwargs = {"resolution": cfg.dense_resolution} if encoding == "dense" else {}
@@ -376,6 +381,9 @@ class Trainer:
         paths = artifacts.extract_mesh(cfg.export)
         self.metrics["mesh_s"] = time.perf_counter() - tick
         self.outputs.update({f"mesh_{fmt}": str(path) for fmt, path in paths.items()})
+        self.outputs["mesh"] = str(paths[cfg.export[0]]) if paths else None
+        self.outputs["mesh_files"] = [str(path) for path in paths.values()]  # every file of the asset, texture and material included
+        self.outputs["outcome"] = "no_mesh" if not paths else "stopped" if "stopped_at" in self.outputs else "complete"
         self.outputs["ring"] = str(artifacts.write_ring())
         if self.guidance_kind == "analytic":
             self.metrics["quality"] = artifacts.evaluate_quality()
@@ -396,5 +404,10 @@ class Trainer:
         self.metrics.update(metrics)
         if self.config.refine_from:  # refine.py: a finished run's field, continued on a schedule laid out for more steps
             self.metrics.setdefault("refine", {"from": self.config.refine_from, "steps_before": step, "steps": self.config.steps})
-        log.info("resumed from %s at step %d", self.run_dir / CHECKPOINT_NAME, step)
+        total = self.config.steps
+        text = (f"resumed from {self.run_dir / CHECKPOINT_NAME} at step {step} of {total}" if step < total else
+                f"the run is complete ({step} of {total} steps): nothing to train; its mesh is extracted again from the checkpoint")
+        log.info("%s", text)
+        self.outputs["resumed_at"] = step
+        self.on_event(protocol.message("log", id=self.run_id, level="info", message=text[0].upper() + text[1:] + ".", resumed_at=step))
         return step

@@ -3,7 +3,7 @@
 The extension zip bundles the backend as `bundled/backend/` inside the add-on (build.py); a
 development checkout has it as `backend/` beside `dreamtime_blender/`. Either way the add-on
 loads that package under its own name (`<add-on>.backend`, so it never shadows or is shadowed
-by another `backend`) and imports only `protocol`, `config` and `schedule` from it: stdlib and
+by another `backend`) and imports only `protocol`, `config`, `schedule` and `wording` from it: stdlib and
 numpy, never torch. The backend process runs the same sources with `cwd = backend_root()`.
 """
 
@@ -40,4 +40,5 @@ _package = _backend_package()
 protocol = importlib.import_module(f"{_package.__name__}.protocol")
 config = importlib.import_module(f"{_package.__name__}.config")
 schedule = importlib.import_module(f"{_package.__name__}.schedule")
+wording = importlib.import_module(f"{_package.__name__}.wording")
 

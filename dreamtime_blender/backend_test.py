@@ -19,7 +19,7 @@ def start(generating: bool) -> str:
     try:
         process, name = open_backend()
     except BackendUnavailable as exc:
-        return _status(f"{exc} {exc.hint}")
+        return _status(backend_link.wording.sentences(str(exc), exc.hint))
     status = probe.watch(process, name, _status, lambda event: backend_info.remember(preferences(), event))
     if not isinstance(process, BackendProcess):
         _doctor_report(None, ["Doctor: run `python -m backend doctor` on the remote backend's machine."])

@@ -15,14 +15,13 @@ cancel, the event handlers, reaping) reads best in one file; what stands alone i
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
 
 import bpy
 
-from . import backend_info, backend_link, backend_test, doctor, mesh_import, preview, probe, selection, variations
+from . import backend_info, backend_link, backend_test, doctor, mesh_import, preview, probe, run_end, selection, variations
 from .backends import OFFLINE_HINT, BackendUnavailable, online_access, open_backend, preferences
 from .process import BackendProcess
 
@@ -33,6 +32,7 @@ EXIT_SECONDS = 10.0  # after shutdown: kill if still alive
 EXIT_GRACE = 2.0  # after stdout closes: wait this long at most for the exit code and stderr's last lines
 STOP_SECONDS = 30.0  # disabling the add-on, loading a file or quitting mid-run: the backend's time to write its outputs
 NON_FATAL = {"busy", "no_run", "unsupported", "extract"}  # reported, the run goes on
+CONFIG_FIELDS = set(backend_link.config.GenerationConfig.__dataclass_fields__)
 
 
 class Run:
@@ -83,11 +83,13 @@ def start(scene: bpy.types.Scene, config: dict | None = None) -> str | None:
             config = {**(preferences().config_values() if preferences() is not None else {}), **config}
             backend_link.config.GenerationConfig.from_dict(config).validate()
     except (ValueError, TypeError) as exc:
-        return _fail(props, str(exc), "Fix this setting and press Generate again.")
+        where = f"[[{exc.field}]]" if getattr(exc, "field", None) in CONFIG_FIELDS else "this setting"
+        return _fail(props, str(exc), backend_link.wording.panel(f"Change {where} and press Generate again."))
     try:
         process, _ = open_backend()
     except BackendUnavailable as exc:
         return _fail(props, str(exc), exc.hint)
+    props.run_dir = props.mesh_path = props.preview_path = ""  # the last run's: this run's come with its events
     run_id = uuid.uuid4().hex[:12]
     process.send(backend_link.protocol.message("generate", id=run_id, config=config))
     _run, _configs[run_id] = Run(process, scene, run_id, config), config
@@ -240,6 +242,8 @@ def _apply(run: Run, props, event: dict) -> None:
     kind = event["type"]
     if event.get("id") not in (run.id, None):
         return
+    if event.get("run_dir") and kind == "log":  # the run's folder, from its first event on (this run's, not the last one's)
+        props.run_dir = event["run_dir"]
     if kind == "ready":
         if event["version"] != backend_link.protocol.PROTOCOL_VERSION:
             _fail(props, f"The backend speaks protocol {event['version']}; this add-on speaks {backend_link.protocol.PROTOCOL_VERSION}.",
@@ -265,10 +269,11 @@ def _apply(run: Run, props, event: dict) -> None:
     elif kind == "mesh":
         _mesh(run, props, event)
     elif kind == "done":
-        _done(run, props, event["outputs"])
+        run_end.record(run, props, event)
+        _end_run()
     elif kind == "error":
         if event["code"] in NON_FATAL or event["id"] is None:
-            props.warning = f"{event['message']} {event.get('hint', '')}".strip()
+            props.warning = run_end.text(event)
             run.extracts = max(run.extracts - (event["code"] in ("unsupported", "no_run", "extract")), 0)
         elif event["code"] == "cancelled":  # cancelled before training (while downloading): not an error
             props.running, props.status, props.warning = False, f"cancelled: {event['message']}", event.get("hint", "")
@@ -278,7 +283,7 @@ def _apply(run: Run, props, event: dict) -> None:
             _fail(props, event["message"], OFFLINE_HINT if offline else event.get("hint", ""))
             _end_run()
     elif kind == "log" and event["level"] in ("warning", "error"):
-        props.warning = event["message"]
+        props.warning = run_end.text(event)
 
 
 def _lost(props, info: dict) -> None:
@@ -318,23 +323,6 @@ def _mesh(run: Run, props, event: dict) -> None:
             mesh_import.start_import(bpy.context, event["path"], name, size, on_error=failed, on_done=landed)
         except (RuntimeError, OSError) as exc:
             failed(str(exc))
-
-
-def _done(run: Run, props, outputs: dict) -> None:
-    props.run_dir = outputs.get("run_dir", "")
-    item = props.history.add()
-    sent = {**backend_link.config.GenerationConfig().to_dict(), **run.config}  # what the run had: its changes over the defaults
-    item.prompt, item.seed, item.schedule = sent["prompt"], sent["seed"], sent["schedule"]
-    item.status = "cancelled" if run.cancel_at is not None else "done"
-    item.run_dir, item.mesh_path, item.config_json = props.run_dir, outputs.get("mesh_glb", props.mesh_path), json.dumps(run.config)
-    item.backend_run_dir = outputs.get("remote_run_dir") or props.run_dir
-    item.steps_done, item.variations = int(outputs.get("steps_done", props.step) or 0), int(sent.get("variations", 1))
-    item.source_object = run.source_object
-    props.history_index = len(props.history) - 1
-    props.running, props.status = False, f"{item.status}: {outputs.get('steps_done', props.step)} steps"
-    if "variations" in outputs:
-        variations.store(props, outputs, getattr(run.process, "local_copies", {}))
-    _end_run()
 
 
 # ---------------------------------------------------------------------- helpers

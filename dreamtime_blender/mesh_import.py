@@ -1,5 +1,6 @@
 """A generated mesh into the scene (docs/ARCHITECTURE.md §4.8, §10): one Object named after the prompt, with an
-image-textured Principled BSDF (or its colour attribute), smooth by angle, placed by `placement`.
+image-textured Principled BSDF (or its colour attribute), smooth by angle, placed by `placement`
+(and, for the artist's imports, `land`: beside the objects at the cursor, landing.py).
 
 A DreamTime GLB (glb_reader.py's layout) is read on a worker thread and built on the main thread
 in short slices (`pump`, driven by a timer, or by client.pump and the tests where timers do not
@@ -20,6 +21,7 @@ from typing import Callable
 import bpy
 import numpy as np
 
+from . import landing
 from .glb_reader import GLBLayoutError, GLBMesh, read_glb
 
 IMPORTERS = {
@@ -97,11 +99,10 @@ class ImportJob:
         add_material(self.mesh, self.data)
 
     def _link_object(self) -> None:
-        obj = link_object(bpy.context, self.mesh, self.location, self.source_origin)
-        _select(obj)
-        self._finish(obj)
+        self._finish(link_object(bpy.context, self.mesh, self.location, self.source_origin))
 
     def _finish(self, obj) -> None:
+        land(bpy.context, obj)
         self.object_name = obj.name
         if self.on_done is not None:
             self.on_done(obj)
@@ -116,6 +117,7 @@ def start_import(context, path: str, name: str, size: float = 0.0, on_error=None
     path = str(Path(bpy.path.abspath(path)))
     if Path(path).suffix.lower() != ".glb":
         obj = import_mesh(context, path, name, size)
+        land(context, obj)
         if on_done is not None:
             on_done(obj)
         return None
@@ -235,12 +237,11 @@ def _colour_material(mesh: bpy.types.Mesh) -> None:
     _set_material(mesh, material)
 
 
-def _select(obj) -> None:
-    view_layer = bpy.context.view_layer
-    for other in view_layer.objects.selected:
-        other.select_set(False)
-    obj.select_set(True)
-    view_layer.objects.active = obj
+def land(context, obj) -> None:
+    """An artist's import where they see it: beside the objects at the cursor, selected, framed
+    (landing.py); exactly on the cursor with the panel's Keep 3D Cursor."""
+    props = getattr(context.scene, "dreamtime", None)
+    landing.beside_others(context, obj, keep_cursor=bool(getattr(props, "import_at_cursor", False)))
 
 
 # ---------------------------------------------------------------------- in one call

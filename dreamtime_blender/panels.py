@@ -125,7 +125,7 @@ class DREAMTIME_PT_advanced(_DreamTimePanel, Panel):
         layout, props = self.layout, context.scene.dreamtime
         layout.use_property_split = True
         for name in ("guidance_scale", "preview_every", "samples_per_ray", "mesh_resolution", "mesh_faces", "texture_size", "import_size",
-                     "overrides", "auto_import", "show_overlay"):
+                     "import_at_cursor", "overrides", "auto_import", "show_overlay"):
             layout.prop(props, name)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import backend_link
+
 PROBE_SECONDS = 120.0  # torch's first import can be slow on a cold disk
 
 _probe = None  # (process, "python (source)", started, report, on_ready)
@@ -40,7 +42,7 @@ def pump() -> Any | None:
         on_ready(event)
         report(f"ready: protocol {event['version']}, device {event['device']}, features {', '.join(event['features'])}; {name}")
     elif lost := [item for kind, item in items if kind == "lost"]:  # a remote backend: refused or unreachable
-        report(f"failed: {lost[0]['message']} {lost[0]['hint']}".strip())
+        report(f"failed: {backend_link.wording.sentences(lost[0]['message'], lost[0]['hint'])}")
     elif ("eof", None) in items:
         report(f"failed: {name} ended (exit code {process.returncode}): {process.stderr_tail(3)}")
     elif time.monotonic() - started > PROBE_SECONDS:

@@ -120,6 +120,9 @@ class DreamTimeProperties(PropertyGroup):
                               description="Side of the baked albedo texture in pixels: a power of two from 256 to 8192")
     import_size: FloatProperty(name="Size", default=0.0, min=0.0, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
                                description="Scale the imported mesh so its longest side is this long (0: as generated, about 1.2 m)")
+    import_at_cursor: BoolProperty(name="Keep 3D Cursor", default=False,
+                                   description="Put the imported mesh exactly on the 3D cursor, even inside other objects "
+                                               "(off: beside the objects at the cursor)")
     overrides: StringProperty(name="Extra Config", description='JSON object of further GenerationConfig fields, e.g. {"encoding": "dense"}')
     auto_import: BoolProperty(name="Import Mesh When Done", default=True)
     show_overlay: BoolProperty(name="Preview Overlay", default=True, description="Show the latest preview in the 3D View")

@@ -41,7 +41,7 @@ class RemoteBackend:
                  keepalive_seconds: float = 0.0):
         """`protocol` is the backend's protocol module (backend_link.protocol in Blender);
         `keepalive_seconds`: ping the backend this often while connected (0: never)."""
-        self.host, self.port, self.token, self.protocol = host.strip(), int(port), token, protocol
+        self.host, self.port, self.token, self.protocol = host.strip(), int(port), token.strip(), protocol
         self.keepalive_seconds = keepalive_seconds
         self.cache_dir = Path(cache_dir)
         self.prepare = prepare or (lambda event: None)
@@ -132,6 +132,8 @@ class RemoteBackend:
                 self._store(event)
             elif event["type"] == "done":
                 self._localize_outputs(event)
+            elif event.get("run_dir") and event.get("id"):  # the run's folder: here, its local copy
+                event["remote_run_dir"], event["run_dir"] = event["run_dir"], str(self.run_folder(event["id"]))
             self.prepare(event)
         except Exception as exc:  # a bad file must not kill the reader
             event["_prepare_error"] = f"{type(exc).__name__}: {exc}"

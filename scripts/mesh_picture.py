@@ -25,10 +25,16 @@ def main() -> int:
     parser.add_argument("--elevation", type=float, default=30.0)
     parser.add_argument("--azimuth", type=float, default=-35.0)
     args = parser.parse_args()
+    glb = Path(args.run_dir) / "mesh.glb"
+    if not glb.is_file():
+        why = "not a folder" if not Path(args.run_dir).is_dir() else "the run ended without a mesh (see its log.txt)" \
+            if (Path(args.run_dir) / "config.json").is_file() else "not a run folder"
+        print(f"error: no {glb}: {why}", file=sys.stderr)
+        return 1
     camera = make_cameras(torch.tensor([args.elevation]), torch.tensor([args.azimuth]), torch.tensor([2.2]), torch.tensor([40.0]))
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            render_in_blender([(Path(args.run_dir) / "mesh.glb", "mesh")], camera, args.size, ("beauty",), Path(tmp), args.samples)
+            render_in_blender([(glb, "mesh")], camera, args.size, ("beauty",), Path(tmp), args.samples)
         except EvaluationError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -30,7 +30,8 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def export_asset(asset: Asset, run_dir: str | Path, formats: tuple[str, ...] = ("glb",), stem: str = "mesh",
                  vertex_colors: bool = False) -> dict[str, Path]:
-    """Write `<run_dir>/<stem>.<fmt>` for each format (and `texture`: the PNG); returns {name: path}."""
+    """Write `<run_dir>/<stem>.<fmt>` for each format (and `texture`: the PNG; `mtl`: OBJ's material);
+    returns {name: path} of every file written."""
     unknown = [fmt for fmt in formats if fmt not in EXPORT_FORMATS]
     if unknown:
         raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {unknown[0]!r}")
@@ -60,7 +61,8 @@ def export_asset(asset: Asset, run_dir: str | Path, formats: tuple[str, ...] = (
                 Path(tmp).write_bytes(data)
         else:
             atomic_write_text(path, _obj_text(asset, f"{stem}.mtl", vertex_colors or png is None))
-            atomic_write_text(run_dir / f"{stem}.mtl", _mtl_text(f"{stem}_albedo.png" if png is not None else None))
+            paths["mtl"] = run_dir / f"{stem}.mtl"
+            atomic_write_text(paths["mtl"], _mtl_text(f"{stem}_albedo.png" if png is not None else None))
     return paths
 
 

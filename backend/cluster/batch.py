@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import wording
+from ..cli_help import config_help
+
 MAX_RETRIES = 1  # Ray re-runs a failed job this many times
 GATHERED = ("config.json", "metrics.json", "log.txt", "ring.png", "attempts.json", "mesh.glb", "mesh.ply", "mesh.obj")
 FAIL_ATTEMPTS_HOOK = "fail_attempts"  # config extra: a test hook, see run_job
@@ -53,15 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser, config_flags: dict[str, type]
     parser.add_argument("--ray-address", help="an existing Ray cluster (auto or HOST:PORT); default: a local Ray on this machine")
     parser.add_argument("--gpus-per-job", type=float, help="GPUs per job, fractions share one (default: 1 if the cluster has GPUs, else 0)")
     parser.add_argument("--cpus-per-job", type=float, default=1.0, help="CPUs per job (default 1; also its torch threads)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar on stderr)")
     for name, kind in config_flags.items():
         if name == "out":
             parser.add_argument("--out", metavar="ROOT", help="batch folder (default runs/batch-<date>-<time>)")
         elif name != "run_dir":
-            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=argparse.SUPPRESS)
+            parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, metavar=name.upper(), help=config_help(name))
     parser.set_defaults(config_flags=[name for name in config_flags if name not in ("out", "run_dir")])
-    flags = " ".join("--" + n.replace("_", "-") for n in config_flags if n not in ("out", "run_dir"))
-    parser.epilog = "generation options as for generate: " + flags
 
 
 # ---------------------------------------------------------------------- jobs
@@ -136,7 +137,7 @@ def run_job(values: dict[str, Any], threads: int, driver_node: str | None) -> di
     try:
         config = build_config(values)
     except (ValueError, TrainingError) as exc:  # bad field, unknown prompt words, missing model: no retry
-        return {**record, "run_dir": None, "error": f"{type(exc).__name__}: {exc}"}
+        return {**record, "run_dir": None, "error": wording.cli(str(exc))}
     attempts = _record_attempt(run_dir)
     started = time.perf_counter()
     try:
@@ -148,7 +149,10 @@ def run_job(values: dict[str, Any], threads: int, driver_node: str | None) -> di
         raise
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     quality = metrics.get("quality")
-    record.update(status="done", time_s=round(time.perf_counter() - started, 2), attempts=len(attempts), preview=outputs.get("preview"),
+    outcome = outputs.get("outcome", "complete")
+    no_mesh = outcome == "no_mesh"
+    record.update(status="no_mesh" if no_mesh else "done", error=wording.cli(outputs["warning"]) if no_mesh else None,
+                  time_s=round(time.perf_counter() - started, 2), attempts=len(attempts), preview=outputs.get("preview"),
                   quality={k: quality[k] for k in ("psnr", "best_target_name", "consistency")} if quality else None)
     if driver_node is not None and _node_id() != driver_node:
         record["files"] = collect_files(run_dir)
@@ -203,7 +207,8 @@ def store_files(record: dict[str, Any], root: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- the batch, on the driver
 def run(args: argparse.Namespace) -> int:
-    """The `batch` command: 0 when every job is done, 1 when some failed, 2 on bad input."""
+    """The `batch` command: 0 when every job is done, 1 when some failed, 3 when none failed but some
+    ended without a mesh (as `generate`), 2 on bad input."""
     try:
         import ray
     except ImportError:
@@ -232,9 +237,19 @@ def run(args: argparse.Namespace) -> int:
                                             "gpus_per_job": gpus, "cpus_per_job": args.cpus_per_job,
                                             "wall_s": round(time.perf_counter() - started, 2)})
     failed = summary["failed"]
-    print(f"{summary['done']} done, {failed} failed in {summary['wall_s']:.0f} s: {root / 'index.json'}", file=sys.stderr)
+    for record in records:  # every job that did not give a mesh, each with its own reason
+        if record["status"] != "done":
+            kind = "failed" if record["status"] == "failed" else "no mesh"
+            print(f"{kind}: {record['prompt']!r} seed {record['seed']}: {record['error']}", file=sys.stderr)
+    print(f"{summary['done']} done, {summary['no_mesh']} without a mesh, {failed} failed in {summary['wall_s']:.0f} s: "
+          f"{root / 'index.json'}", file=sys.stderr)
     print(root)
-    return 1 if failed else 0
+    return exit_status(summary)
+
+
+def exit_status(summary: dict[str, Any]) -> int:
+    """As `generate`: 1 when a job failed, else 3 when a job ended without a mesh, else 0."""
+    return 1 if summary["failed"] else 3 if summary["no_mesh"] else 0
 
 
 def init_options(address: str | None) -> dict[str, Any]:
@@ -259,7 +274,7 @@ def _run_jobs(ray, jobs: list[Job], flags: dict[str, Any], root: Path, gpus: flo
         try:
             values = job_values(job, flags, root)
         except ValueError as exc:
-            records[job.index] = _failed(job, f"{type(exc).__name__}: {exc}", attempts=0)
+            records[job.index] = _failed(job, wording.cli(str(exc)), attempts=0)
             continue
         pending[task.remote(values, max(int(args.cpus_per_job), 1), driver_node)] = job
     bar = tqdm(total=len(jobs), initial=len(records), unit="job", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
@@ -270,14 +285,12 @@ def _run_jobs(ray, jobs: list[Job], flags: dict[str, Any], root: Path, gpus: flo
             record = store_files(ray.get(ref), root)
         except Exception as exc:  # the job failed in every attempt (RayTaskError, a lost worker, ...)
             cause = getattr(exc, "cause", None) or exc
-            record = _failed(job, f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}",
-                             attempts=MAX_RETRIES + 1, run_dir=root / job.folder_name)
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else f"the job's worker ended ({type(cause).__name__})"
+            record = _failed(job, wording.cli(text), attempts=MAX_RETRIES + 1, run_dir=root / job.folder_name)
         records[job.index] = {"index": job.index, **record}
         write_results(root, list(records.values()), None)
         bar.update()
-        bar.set_postfix(failed=sum(r["status"] != "done" for r in records.values()), refresh=False)
-        if record["status"] != "done":
-            bar.write(f"failed: {job.prompt!r} seed {job.seed}: {record['error']}", file=sys.stderr)
+        bar.set_postfix(failed=sum(r["status"] == "failed" for r in records.values()), refresh=False)
     bar.close()
     return [records[job.index] for job in jobs if job.index in records]
 
@@ -294,7 +307,8 @@ def write_results(root: Path, records: list[dict[str, Any]], batch: dict[str, An
 
     records = sorted(records, key=lambda r: r["index"])
     summary = {**(batch or {}), "jobs": len(records), "done": sum(r["status"] == "done" for r in records),
-               "failed": sum(r["status"] != "done" for r in records), "finished": batch is not None}
+               "no_mesh": sum(r["status"] == "no_mesh" for r in records), "failed": sum(r["status"] == "failed" for r in records),
+               "finished": batch is not None}
     if batch is not None:
         from .contact_sheet import contact_sheet
 

@@ -157,4 +157,5 @@ class Variations:
                 self.on_event(protocol.preview(self.run_id, len(self.seeds) * self.config.steps, str(sheet), image.width, image.height))
         return {"run_dir": str(self.root), "variations": records, "contact_sheet": str(sheet) if sheet else None,
                 "variations_index": str(index), "distinct_targets": summary["distinct_targets"], "targets": summary["targets"],
-                "steps_done": sum(r["status"] == "done" for r in records) * self.config.steps, "summary": message}
+                "steps_done": sum(r["status"] == "done" for r in records) * self.config.steps, "summary": message,
+                "outcome": "stopped" if self.stop.is_set() else "complete"}

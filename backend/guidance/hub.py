@@ -176,11 +176,11 @@ def _end(child: subprocess.Popen) -> None:
 def _hint(code: str, model_id: str) -> str:
     if code == "model_not_found":
         return ("Check the id; for a gated model accept its licence on huggingface.co and log in with `hf auth login`, "
-                "or point Model at a local diffusers folder.")
+                "or point [[model]] at a local diffusers folder.")
     if code == "model_layout":
         return "Use a diffusers Stable Diffusion 1.x/2.x repository (one with model_index.json, unet/, vae/, text_encoder/ ...)."
     return (f"Check the network and try again (the download resumes), or download it where there is network "
-            f"(`hf download {model_id} --local-dir DIR`) and point Model at DIR.")
+            f"(`hf download {model_id} --local-dir DIR`) and use [[model=DIR]].")
 
 
 # ---------------------------------------------------------------------- the child

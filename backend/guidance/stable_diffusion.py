@@ -63,7 +63,7 @@ BACK_AZIMUTH = 135.0  # |azimuth| above it: "back"; in between: "side"
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 NETWORKS = ("unet", "vae", "text_encoder")  # the subfolders with weight files
 LAYOUT_HINT = (
-    "Point --model at a diffusers Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, "
+    "Point [[model]] at a diffusers Stable Diffusion folder (model_index.json, unet/, vae/, text_encoder/, "
     "tokenizer/, scheduler/: what save_pretrained or `python -m backend make-model` writes) or a hub id."
 )
 
@@ -128,7 +128,7 @@ def resolve_model_folder(model: str, on_progress: Progress | None = None, stop: 
         raise _error(
             "model_layout",
             f"{path} is a single file, not a diffusers folder",
-            "Convert it once: StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR), then pass --model DIR.",
+            "Convert it once: StableDiffusionPipeline.from_single_file(FILE).save_pretrained(DIR), then use [[model=DIR]].",
         )
     if not HUB_ID.match(model) or model.startswith("."):
         raise _error("model_not_found", f"no model folder at {model}", LAYOUT_HINT)
@@ -158,7 +158,7 @@ def _hub_snapshot(model_id: str, on_progress: Progress | None, stop: threading.E
             "model_offline",
             f"{model_id} is not a local folder and not in the Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE is set)",
             f"Run once with network to cache it, or download it where there is network (`hf download {model_id} "
-            "--local-dir DIR`) and pass --model DIR.",
+            "--local-dir DIR`) and use [[model=DIR]].",
         )
     log.info("downloading %s into the Hugging Face cache (once)", model_id)
     folder = download(model_id, on_progress, stop)

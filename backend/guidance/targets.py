@@ -2,7 +2,8 @@
 
 A target is a union of parts; each part is a primitive (signed distance function) with a colour,
 centre, scale and rotation. Prompts name targets: "a red torus" is one target, "a torus" is the
-torus in every library colour (K modes), "a red torus or a blue cube" is two.
+torus in every library colour (K modes), "a red torus or a blue cube" is two (read_prompt says
+what else it reads and refuses).
 
 JSON (`--targets FILE`, or the config's `targets` holding the object itself, as a remote client sends it):
     {"targets": [{"name": "cone up", "weight": 1.0,
@@ -33,7 +34,9 @@ COLORS: dict[str, tuple[float, float, float]] = {
 }
 
 FILLER_WORDS = {"a", "an", "the", "one", "single", "of", "with", "shape", "object", "solid", "colored", "coloured"}
-SEPARATORS = {"or", "and", ","}
+ALTERNATIVES = {"or", ","}  # between objects, each one a mode of the prior ("and" joins colours: read_prompt)
+COUNT_WORDS = {"two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "several", "many", "some", "pair", "couple",
+               "dozen", "few", "multiple", "both"}
 SYNONYMS = {"box": "cube", "ball": "sphere", "donut": "torus", "doughnut": "torus", "ring": "torus", "pill": "capsule", "violet": "purple"}
 
 
@@ -149,27 +152,62 @@ def known_words() -> str:
 
 
 def targets_from_prompt(prompt: str) -> list[Target]:
-    """Read targets from prompt words; raise TargetError listing the known words otherwise."""
-    words = re.findall(r"[a-z]+|,", prompt.lower())
-    clauses, current = [], []
+    """Read targets from prompt words; raise TargetError saying what it reads otherwise (read_prompt)."""
+    return read_prompt(prompt)[0]
+
+
+def read_prompt(prompt: str) -> tuple[list[Target], list[str]]:
+    """The targets a prompt names and notes on how it was read.
+
+    One object per run, in alternatives: "or" and "," separate them (each one a mode of the prior).
+    Within an alternative, "and" may join colours of its one shape ("a black and white torus") but
+    not objects: "a torus and a cube" is a set, refused. A shape without a colour is that shape in
+    every colour; a colour without a shape, every shape in it; several colours for one shape take
+    the first (a note says so); several shapes for one object, counts ("two") and plurals
+    ("spheres") are refused, each with a message saying what the prior reads.
+    """
+    words = re.findall(r"[a-z]+|\d+|,", prompt.lower())
+    _refuse_counts_and_plurals(prompt, words)
+    alternatives, current = [], [[]]
     for word in words:
-        if word in SEPARATORS:
-            clauses.append(current)
-            current = []
+        if word in ALTERNATIVES:
+            alternatives.append(current)
+            current = [[]]
+        elif word == "and":
+            current.append([])
         else:
-            current.append(SYNONYMS.get(word, word))
-    clauses.append(current)
-    unknown = sorted({w for clause in clauses for w in clause} - set(SHAPES) - set(COLORS) - FILLER_WORDS)
+            current[-1].append(SYNONYMS.get(word, word))
+    alternatives.append(current)
+    unknown = sorted({w for parts in alternatives for part in parts for w in part} - set(SHAPES) - set(COLORS) - FILLER_WORDS)
     if unknown:
         shown = ", ".join(repr(w[:30]) for w in unknown[:8]) + (f" and {len(unknown) - 8} more words" if len(unknown) > 8 else "")
         raise TargetError(
             f"the analytic (offline demo) prior does not know {shown}. "
-            f"It knows only {known_words()}. For free text prompts use Stable Diffusion: --guidance sd"
+            f"It knows only {known_words()}. For free text prompts use Stable Diffusion: [[guidance=sd]]"
         )
     targets: list[Target] = []
-    for clause in clauses:
-        shapes = [w for w in clause if w in SHAPES]
-        colors = [w for w in clause if w in COLORS]
+    notes: list[str] = []
+    for parts in alternatives:
+        with_shapes = [part for part in parts if any(w in SHAPES for w in part)]
+        if len(with_shapes) > 1:
+            named = " and ".join("a " + " ".join(w for w in part if w in SHAPES or w in COLORS) for part in with_shapes)
+            raise TargetError(
+                f"{named}: the analytic (offline demo) prior makes one object per run, not a set of objects. "
+                f"Write {' or '.join('a ' + ' '.join(w for w in part if w in SHAPES or w in COLORS) for part in with_shapes)!r} "
+                "for either one, or compose one object of several parts in a targets file ([[targets]])"
+            )
+        clause = [w for part in parts for w in part]
+        shapes = list(dict.fromkeys(w for w in clause if w in SHAPES))
+        colors = list(dict.fromkeys(w for w in clause if w in COLORS))
+        if len(shapes) > 1:
+            raise TargetError(
+                f"{' '.join(shapes)}: several shapes for one object. The analytic prior reads one shape per object; "
+                f"write {' or '.join('a ' + shape for shape in shapes)!r} for either one"
+            )
+        if shapes and len(colors) > 1:
+            notes.append(f"read {' and '.join(colors)} {shapes[0]} as a {colors[0]} {shapes[0]}: the analytic prior gives an object "
+                         "one colour, the first one named")
+            colors = colors[:1]
         if not shapes and not colors:
             continue
         for shape in shapes or list(SHAPES):
@@ -179,7 +217,31 @@ def targets_from_prompt(prompt: str) -> list[Target]:
                     targets.append(Target(name, [Part(shape, COLORS[color])]))
     if not targets:
         raise TargetError(f"the prompt names no shape or colour. The analytic prior knows {known_words()}")
-    return targets
+    return targets, notes
+
+
+def _refuse_counts_and_plurals(prompt: str, words: list[str]) -> None:
+    counts = [w for w in words if w.isdigit() or w in COUNT_WORDS]
+    plurals = [w for w in words if w not in SHAPES and w not in SYNONYMS and _singular(w) is not None]
+    if not counts and not plurals:
+        return
+    what = [f"{', '.join(map(repr, counts))} {'is a count' if len(counts) == 1 else 'are counts'}"] if counts else []
+    what += [f"{', '.join(map(repr, plurals))} {'is a plural' if len(plurals) == 1 else 'are plurals'}"] if plurals else []
+    singular = " ".join(SYNONYMS.get(_singular(w) or w, _singular(w) or w) for w in words if w not in counts and w not in FILLER_WORDS)
+    raise TargetError(
+        f"{prompt.strip()!r}: the analytic (offline demo) prior makes one object per run and reads no counts or plurals "
+        f"({'; '.join(what)}). Write one object, e.g. {('a ' + singular).strip()!r}"
+    )
+
+
+def _singular(word: str) -> str | None:
+    """The shape (or its synonym) a plural names ("spheres", "boxes", "tori"), else None."""
+    for ending, replacement in (("es", ""), ("s", ""), ("i", "us")):
+        if word.endswith(ending):
+            stem = word[: -len(ending)] + replacement
+            if stem in SHAPES or stem in SYNONYMS:
+                return stem
+    return None
 
 
 def library() -> list[Target]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import protocol
+from .. import protocol, wording
 from ..config import HUB_PREFIX, ConfigError, GenerationConfig, preset_for
 from ..errors import TrainingError
 from ..protocol import ProtocolError
@@ -40,8 +40,12 @@ from .lines import EOF, read_lines
 
 log = logging.getLogger("dreamtime.server")
 
-REPLAYED = ("phase", "progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
-CONFIG_HINT = "Fix this field and generate again."
+REPLAYED = ("run_folder", "phase", "progress", "preview", "mesh")  # a run's latest event of each kind is kept for `attach`
+
+
+def config_hint(field_name: str) -> str:
+    return f"Change [[{field_name}]] and generate again." if field_name in GenerationConfig.__dataclass_fields__ else \
+        "Fix the config and generate again."
 
 
 def build_config(values: dict[str, Any]) -> GenerationConfig:
@@ -79,6 +83,7 @@ class ServedRun:
     finished: bool = False  # set before its done/error event goes out, so a client that saw it may start anew
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # REPLAYED kind -> its last event
     end: dict[str, Any] | None = None  # the done or error event that ended it
+    stopped_by: str = ""  # "client" (its cancel) or "backend" (a signal, shutdown, stdin closed): said in a stopped run's done
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -125,7 +130,7 @@ class Server:
         if self.transport is None:
             return
         try:
-            self.transport.write(event)
+            self.transport.write(wording.panel_event(event))  # the add-on's reader: settings named as panel fields
         except (OSError, ValueError):
             pass  # the client is gone: stdin EOF ends the loop; a TCP reader detaches it
 
@@ -185,6 +190,7 @@ class Server:
             self.generate(msg["id"], msg["config"])
         elif kind == "cancel":
             if self._active(msg["id"]):
+                self.run.stopped_by = self.run.stopped_by or "client"
                 self.run.stop.set()
             else:
                 self.send(protocol.log("warning", f"cancel: no active run {msg['id']!r}"))
@@ -216,20 +222,20 @@ class Server:
             name = f"{config.prompt} {config.variations} variations" if config.variations > 1 else config.prompt
             made = None if config.run_dir else new_run_dir(config.out, name, config.seed)
         except ConfigError as exc:
-            self.error(run_id, "config", str(exc), CONFIG_HINT, field=exc.field)
+            self.error(run_id, "config", str(exc), config_hint(exc.field), field=exc.field)
             return
         except TrainingError as exc:  # a remote client's model the policy refuses
             self.error(run_id, exc.code, str(exc), exc.hint)
             return
         except ValueError as exc:  # the analytic prior cannot read the prompt
-            self.error(run_id, "prompt", str(exc), "Name a known shape and colour, or switch the guidance to Stable Diffusion (sd).")
+            self.error(run_id, "prompt", str(exc), "Name a known shape and colour, or set [[guidance=sd]] for free text.")
             return
         except OSError as exc:
             self.error(run_id, "output", f"cannot make the run folder: {exc}", "Choose a writable output folder.")
             return
         except Exception as exc:  # never take the server down with a request
             log.exception("generate %s: preparing the run failed", run_id)
-            self.error(run_id, "internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr).")
+            self.error(run_id, "internal", f"Preparing the run failed unexpectedly: {exc}.", "See the backend log (stderr) for details.")
             return
         if guidance == "analytic":
             self.send(protocol.message("log", id=run_id, level="warning", message=demo_prior_notice()))
@@ -243,9 +249,11 @@ class Server:
             run = self.run
             if run is not None and run.id == run_id:
                 if event["type"] == "done":
+                    if event.get("outcome") == "stopped" or "stopped_at" in event.get("outputs", {}):
+                        event = {**event, "stopped_by": run.stopped_by or "backend"}
                     run.finished, run.end = True, event
-                elif event["type"] in REPLAYED:
-                    run.latest[event["type"]] = event
+                elif event["type"] in REPLAYED or event.get("run_dir"):
+                    run.latest["run_folder" if event.get("run_dir") else event["type"]] = event
                     if event["type"] == "progress":
                         run.latest.pop("phase", None)  # training has begun: the phase is over
             self._write(event)
@@ -261,14 +269,14 @@ class Server:
         except TrainingError as exc:
             failure = (exc.code, str(exc), exc.hint, {})
         except ConfigError as exc:
-            failure = ("config", str(exc), CONFIG_HINT, {"field": exc.field})
+            failure = ("config", str(exc), config_hint(exc.field), {"field": exc.field})
         except MemoryError:
             step = getattr(run.trainer, "last_step", None)
             failure = ("out_of_memory", f"the backend ran out of memory {'while preparing the run' if step is None else f'at step {step}'}",
                        "Lower the resolution or the samples per ray, or close other programs.", {})
         except Exception as exc:  # never take the server down with a run
             log.exception("run %s failed", run.id)
-            failure = ("internal", f"{type(exc).__name__}: {exc}", "See the backend log (stderr) and the run folder's log.txt.", {})
+            failure = ("internal", f"The run failed unexpectedly: {exc}.", "See the backend log (stderr) and the run folder's log.txt.", {})
         finally:
             run.finished = True
         if run.trainer is None and made is not None:
@@ -346,6 +354,7 @@ class Server:
     def stop_run(self) -> None:
         """Cancel the active run and wait until it has written its outputs."""
         if self.run is not None:
+            self.run.stopped_by = self.run.stopped_by or "backend"
             self.run.stop.set()
             self.run.thread.join()
 

@@ -164,9 +164,11 @@ class TcpServer:
             return self.server.dispatch(self.requests)
         finally:
             self.listener.close()
-            if self.client is not None:
-                self.client.flush()  # the stopped run's last events (mesh, done) reach the client
-                self.client.close()
+            with self._lock:  # read once: the client's own thread may detach it (set None) meanwhile
+                client = self.client
+            if client is not None and not client.closed:
+                client.flush()  # the stopped run's last events (mesh, done) reach the client
+                client.close()
 
     def stop(self) -> None:
         self.requests.put(EOF)
@@ -204,8 +206,8 @@ class TcpServer:
             return None
         if not self._token_ok(line):
             log.warning("connection from %s: authentication failed", address)
-            _refuse(sock, "auth", "authentication failed: wrong or missing token",
-                    "Copy the token from the backend's --token-file into the add-on's preferences.")
+            _refuse(sock, "auth", "Authentication failed: wrong or missing token.",
+                    "Copy the token from the backend's --token-file into the add-on's preferences (Token).")
             return None
         with self._lock:
             current = self.client
@@ -214,7 +216,7 @@ class TcpServer:
                 self.client = Connection(sock, address, policy.outgoing if policy is not None else None)
                 return self.client
         since = time.strftime("%H:%M:%S", time.localtime(current.since))
-        _refuse(sock, "busy", f"another client ({current.address}, since {since}) is connected to this backend",
+        _refuse(sock, "busy", f"Another client ({current.address}, since {since}) is connected to this backend.",
                 f"One client at a time. If that was you and the connection dropped, try again in {2 * KEEPALIVE_SECONDS} s.")
         return None
 
@@ -227,7 +229,8 @@ class TcpServer:
             return False
         if self.token is None:
             return True
-        return hmac.compare_digest(msg["token"].encode("utf-8"), self.token.encode("utf-8"))
+        given = msg["token"].strip()  # a token pasted with its file's newline (or spaces) is still the token
+        return hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8"))
 
     def _attached(self, client: Connection) -> None:
         """Feed the client's requests to the Server until it hangs up; the run is left going."""

@@ -37,7 +37,8 @@ def scenario_generate_end_to_end():
     colours = np.empty(len(texture.pixels), np.float32)
     texture.pixels.foreach_get(colours)
     mean = colours.reshape(-1, 4)[:, :3].mean(0)
-    assert tuple(obj.location) == tuple(bpy.context.scene.cursor.location)
+    cursor = bpy.context.scene.cursor.location
+    assert tuple(obj.location)[1:] == tuple(cursor)[1:] and obj.location.x > 1.0  # on the cursor's line, beside the default cube
     item = props.history[0]
     assert (item.prompt, item.seed, item.schedule, item.status) == ("a red torus", 0, "tp", "done")
     # the same run's PLY, as a CLI user would import it
@@ -214,7 +215,8 @@ for line in sys.stdin:
         mesh.export(path)
         send(type="mesh", id=run_id, path=str(path), n_vertices=len(mesh.vertices), n_faces=len(mesh.faces))
     elif request["type"] == "cancel":
-        send(type="done", id=run_id, outputs={"run_dir": str(Path.cwd()), "steps_done": 3})
+        send(type="done", id=run_id, outcome="stopped", step=3, stopped_by="client",
+             outputs={"run_dir": str(Path.cwd()), "steps_done": 3, "stopped_at": 3, "outcome": "stopped"})
     elif request["type"] == "shutdown":
         break
 """
@@ -290,4 +292,5 @@ def test_garbage_and_silence_are_reported(blender):
 
 def test_extract_now_and_rerun_from_history(blender):
     result = blender(__file__, "scenario_extract_then_rerun_from_history")
-    assert result == {"status": "cancelled: 3 steps", "rerun": ["a red torus", 7], "faces": 320, "history": 2}
+    assert result == {"status": "cancelled at step 3 of 10: the checkpoint and mesh are kept", "rerun": ["a red torus", 7], "faces": 320,
+                      "history": 2}

@@ -3,12 +3,13 @@ the backend imports with its texture feeding Base Color, on the cursor, at the p
 never holds the main thread for long (the slices are measured here)."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import requires_bpy
+from conftest import BACKEND_PYTHON, requires_bpy
 
 pytestmark = requires_bpy
 MAX_SLICE_S = 0.2  # the most one main-thread slice of an import may take
@@ -87,28 +88,65 @@ def scenario_foreign_and_broken_files():
             "colour_nodes": nodes, "mean_colour": colours.reshape(-1, 4)[:, :3].mean(0).tolist()}
 
 
+def scenario_lands_beside_the_default_cube_or_on_the_cursor():
+    import bpy
+
+    from in_blender import install_extension
+
+    addon = install_extension()
+    glb = str(Path(os.environ["DREAMTIME_TEST_TMP"]) / "asset" / "mesh.glb")
+    scene, landed = bpy.context.scene, {}
+    cube = bpy.data.objects["Cube"]  # Blender's default scene: a 2 m cube around the cursor at the origin
+    for keep in (False, True):
+        scene.dreamtime.import_at_cursor = keep
+        assert bpy.ops.dreamtime.import_mesh(filepath=glb, name=f"keep {keep}") == {"FINISHED"}
+        while addon.mesh_import.busy():
+            addon.mesh_import.pump()
+        obj = bpy.data.objects[f"keep {keep}"]
+        bpy.context.view_layer.update()
+        low, high = addon.landing.world_box(obj)
+        landed[str(keep)] = {"location": list(obj.location), "low": low.tolist(), "high": high.tolist(),
+                             "selected": [o.name for o in bpy.context.selected_objects],
+                             "active": bpy.context.view_layer.objects.active.name}
+    cube_low, cube_high = addon.landing.world_box(cube)
+    return {"landed": landed, "cube_high": cube_high.tolist(), "gap": addon.landing.LANDING_GAP}
+
+
 # ---------------------------------------------------------------------- tests
+MAKE_ASSETS = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from backend.asset import make_asset
+from backend.asset.export import export_asset
+from backend.guidance.targets import targets_from_prompt
+from backend.mesh import extract_mesh
+
+out = Path(sys.argv[1])
+target = targets_from_prompt("a red torus")[0]
+mesh = extract_mesh(lambda p: -target.sdf_and_albedo(p)[0], lambda p: torch.zeros(len(p), 3), 128, 0.0)
+asset = make_asset(mesh, lambda points: np.tile([0.85, 0.1, 0.1], (len(points), 1)), faces=20000, texture_size=1024)
+export_asset(asset, out, ("glb",))
+sphere = trimesh.creation.icosphere(subdivisions=2)
+sphere.visual.vertex_colors = [0, 0, 255, 255]
+sphere.export(out / "colours.glb")
+(out / "broken.glb").write_bytes(b"glTF\\x02\\x00\\x00\\x00" + b"\\x00" * 40)
+"""
+
+
 @pytest.fixture
 def asset_files(tmp_path):
-    """A 20k-face textured GLB made by the backend, plus a foreign and a broken one."""
-    import torch
-    import trimesh
-
-    from backend.asset import make_asset
-    from backend.asset.export import export_asset
-    from backend.guidance.targets import targets_from_prompt
-    from backend.mesh import extract_mesh
-
-    target = targets_from_prompt("a red torus")[0]
-    mesh = extract_mesh(lambda p: -target.sdf_and_albedo(p)[0], lambda p: torch.zeros(len(p), 3), 128, 0.0)
-    red = lambda points: np.tile([0.85, 0.1, 0.1], (len(points), 1))  # noqa: E731
-    asset = make_asset(mesh, red, faces=20000, texture_size=1024)
-    export_asset(asset, tmp_path / "asset", ("glb",))
-    sphere = trimesh.creation.icosphere(subdivisions=2)
-    sphere.visual.vertex_colors = [0, 0, 255, 255]
-    sphere.export(tmp_path / "asset" / "colours.glb")
-    (tmp_path / "asset" / "broken.glb").write_bytes(b"glTF\x02\x00\x00\x00" + b"\x00" * 40)
-    return tmp_path / "asset"
+    """A 20k-face textured GLB made by the backend, plus a foreign and a broken one. Made by the
+    backend's Python (the add-on's tests may run in a bpy-only venv without torch, as CI's Blender
+    4.2 pass does)."""
+    out = tmp_path / "asset"
+    out.mkdir()
+    subprocess.run([BACKEND_PYTHON, "-c", MAKE_ASSETS, str(out)], cwd=Path(__file__).resolve().parents[2], check=True, timeout=600)
+    return out
 
 
 def test_a_20k_face_textured_asset_imports_in_short_slices(blender, asset_files):
@@ -136,3 +174,12 @@ def test_foreign_broken_and_missing_files(blender, asset_files):
     assert "VERTEX_COLOR" in result["colour_nodes"]
     red, green, blue = result["mean_colour"]
     assert blue > 0.9 and red < 0.05 and green < 0.05
+
+
+def test_an_import_lands_beside_the_objects_at_the_cursor_selected_or_on_the_cursor_if_asked(blender, asset_files):
+    result = blender(__file__, "scenario_lands_beside_the_default_cube_or_on_the_cursor")
+    beside, on_cursor = result["landed"]["False"], result["landed"]["True"]
+    assert beside["low"][0] == pytest.approx(result["cube_high"][0] + result["gap"], abs=1e-4)  # just right of the cube
+    assert beside["location"][1:] == [0.0, 0.0] and beside["low"][2] == pytest.approx(0.0, abs=1e-4)  # on the floor, cursor's y
+    assert beside["selected"] == ["keep False"] and beside["active"] == "keep False"
+    assert on_cursor["location"] == [0.0, 0.0, 0.0] and on_cursor["selected"] == ["keep True"] and on_cursor["active"] == "keep True"

@@ -59,7 +59,7 @@ def scenario_remote_generate_drop_and_reconnect():
         bpy.ops.dreamtime.test_backend()
         pump_until(client, lambda: not client.busy(), timeout=30)
         refused = prefs.backend_status
-        prefs.remote_token = TOKEN
+        prefs.remote_token = f"  {TOKEN}\n"  # pasted with the file's newline: still the token
         bpy.ops.dreamtime.test_backend()
         pump_until(client, lambda: not client.busy(), timeout=30)
         ready = prefs.backend_status
@@ -101,7 +101,8 @@ def scenario_remote_generate_drop_and_reconnect():
 def test_remote_backend_generates_and_reconnects_after_a_drop(blender):
     result = blender(__file__, "scenario_remote_generate_drop_and_reconnect", timeout=420)
     print(result)
-    assert result["refused"].startswith("failed:") and "authentication failed" in result["refused"], result["refused"]
+    assert result["refused"].startswith("failed: The remote backend at 127.0.0.1:"), result["refused"]
+    assert "refused the connection: Authentication failed: wrong or missing token. Copy the token" in result["refused"]
     assert result["ready"].startswith("ready: protocol 1") and "remote backend at 127.0.0.1:" in result["ready"]
     dropped = result["dropped"]
     assert "Lost the connection" in dropped["error"] and "Reconnect" in dropped["hint"] and dropped["status"].startswith("disconnected")

@@ -119,5 +119,5 @@ def test_under_a_memory_limit_the_allocator_failing_mid_run_keeps_a_checkpoint(t
     match = re.fullmatch(r"The CPU ran out of memory at step (\d+) \(resolution 256, batch 1, 64 samples per ray\)\.", error["message"])
     assert error["code"] == "out_of_memory" and match, error
     step = int(match[1])
-    assert f"checkpoint of step {step}" in error["hint"] and "lower --resolution" in error["hint"]
+    assert f"checkpoint of step {step}" in error["hint"] and "lower [[resolution]]" in error["hint"]
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == step

@@ -93,6 +93,16 @@ def test_only_the_cluster_modules_import_ray():  # batch.py and ray_variations.p
         assert ray_modules or not any(name.split(".")[0] == "ray" for name in imported), path
 
 
+def test_the_summary_counts_jobs_without_a_mesh_apart_and_the_exit_status_says_so(tmp_path):
+    def job(index, status):
+        return {"index": index, "prompt": "a red torus", "seed": index, "status": status, "preview": None, "quality": None}
+
+    summary = batch.write_results(tmp_path, [job(0, "done"), job(1, "no_mesh"), job(2, "done"), job(3, "done")], None)
+    assert (summary["done"], summary["no_mesh"], summary["failed"]) == (3, 1, 0) and batch.exit_status(summary) == 3
+    assert batch.exit_status(batch.write_results(tmp_path, [job(0, "no_mesh"), job(1, "failed")], None)) == 1
+    assert batch.exit_status(batch.write_results(tmp_path, [job(0, "done")], None)) == 0
+
+
 def test_without_ray_a_clear_message(tmp_path, monkeypatch, capsys):
     (tmp_path / "p.txt").write_text("a red torus\n")
     monkeypatch.setitem(sys.modules, "ray", None)
@@ -134,23 +144,33 @@ def test_three_prompts_two_seeds(local_ray, tmp_path, capsys):
         assert sheet.size == (2 * CELL, 3 * (CELL + CAPTION))
 
 
-def test_failures_are_retried_once_then_reported(local_ray, tmp_path):
+def test_failures_are_retried_once_then_reported(local_ray, tmp_path, capsys):
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([
         {"prompt": "a blue cube", "config": {"extra": {batch.FAIL_ATTEMPTS_HOOK: 1}}},  # fails once, then succeeds
         {"prompt": "a green sphere", "config": {"extra": {batch.FAIL_ATTEMPTS_HOOK: 9}}},  # fails every time
         "a purple unicorn",  # the analytic prior cannot read it: not retried
         {"prompt": "a red torus", "config": {"m1": 100, "m2": 600}},  # invalid: never submitted
+        {"prompt": "a red torus", "config": {"mesh_threshold": 1e6, "sdf_after": 1.0}},  # trains, but no surface: no mesh
     ]))
     root = tmp_path / "batch"
     assert cli.main(["batch", str(prompts), "--out", str(root), *TINY_FLAGS]) == 1
-    cube, sphere, unicorn, invalid = read_index(root)["jobs"]
+    err = capsys.readouterr().err
+    index = read_index(root)
+    cube, sphere, unicorn, invalid, empty = index["jobs"]
     assert (cube["status"], cube["attempts"]) == ("done", 2) and (Path(cube["run_dir"]) / "mesh.glb").is_file()
     attempts = json.loads((Path(cube["run_dir"]) / "attempts.json").read_text())
     assert "InjectedFailure" in attempts[0]["error"] and attempts[1]["error"] is None
-    assert (sphere["status"], sphere["attempts"]) == ("failed", 2) and "InjectedFailure" in sphere["error"]
+    assert (sphere["status"], sphere["attempts"]) == ("failed", 2) and sphere["error"].startswith("injected failure in attempt 2")
     assert (unicorn["status"], unicorn["attempts"]) == ("failed", 1) and "unicorn" in unicorn["error"]
-    assert (invalid["status"], invalid["attempts"]) == ("failed", 0) and "m2" in invalid["error"]
+    assert (invalid["status"], invalid["attempts"]) == ("failed", 0) and invalid["error"].startswith("m2: must be <= m1")
+    assert empty["status"] == "no_mesh" and empty["error"].startswith("No mesh:") and not (Path(empty["run_dir"]) / "mesh.glb").exists()
+    assert (index["batch"]["done"], index["batch"]["no_mesh"], index["batch"]["failed"]) == (1, 1, 3)
+    # stderr names every job that gave no mesh, each with its own reason, in the user's words (no class names)
+    assert "failed: 'a green sphere' seed 0: injected failure" in err and "failed: 'a purple unicorn' seed 0:" in err
+    assert "failed: 'a red torus' seed 0: m2: must be <= m1" in err and "no mesh: 'a red torus' seed 0: No mesh:" in err
+    assert "1 done, 1 without a mesh, 3 failed in" in err
+    assert not any(name in err + json.dumps(index) for name in ("InjectedFailure", "TargetError", "ConfigError", "RayTaskError"))
     assert (root / "contact_sheet.png").is_file()
 
 

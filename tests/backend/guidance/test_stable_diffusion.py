@@ -6,7 +6,7 @@ import pytest
 import torch
 from host_reads import HostReads
 
-from backend import cli
+from backend import cli, wording
 from backend.cameras import make_cameras
 from backend.config import ConfigError, GenerationConfig
 from backend.errors import TrainingError
@@ -72,7 +72,8 @@ def test_hub_id_not_cached_while_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(TrainingError, match="not in the Hugging Face cache") as info:
         resolve_model_folder("dreamtime-tests/no-such-model")
-    assert info.value.code == "model_offline" and "--model DIR" in info.value.hint
+    assert info.value.code == "model_offline" and "--model DIR" in wording.cli(info.value.hint)
+    assert "and use Preferences › Model: DIR." in wording.panel(info.value.hint)  # the artist's words for the same hint
 
 
 def test_missing_folder_and_wrong_layout(tmp_path, tiny_model):

@@ -1,13 +1,15 @@
 """backend/guidance/targets.py and target_volumes.py: the prompt vocabulary, JSON files, SDFs, voxel renders."""
 
 import json
+import re
 
 import pytest
 import torch
 
+from backend import wording
 from backend.cameras import evaluation_ring
 from backend.guidance.target_volumes import TargetSet
-from backend.guidance.targets import COLORS, SHAPES, TargetError, library, load_targets, targets_from_file, targets_from_prompt
+from backend.guidance.targets import COLORS, SHAPES, TargetError, library, load_targets, read_prompt, targets_from_file, targets_from_prompt
 from backend.renderer import RenderSettings
 
 
@@ -37,7 +39,33 @@ def test_unknown_words_list_what_is_known():
         targets_from_prompt("a majestic red dragon")
     message = str(info.value)
     assert "'dragon'" in message and "'majestic'" in message
-    assert "torus" in message and "purple" in message and "--guidance sd" in message
+    assert "torus" in message and "purple" in message
+    assert "--guidance sd" in wording.cli(message) and "Guidance: Stable Diffusion" in wording.panel(message)
+
+
+@pytest.mark.parametrize("prompt, names, note", [
+    ("a red green torus", ["red torus"], "read red and green torus as a red torus"),
+    ("a black and white cube", ["black cube"], "read black and white cube as a black cube"),
+    ("a red torus or a blue cube", ["red torus", "blue cube"], None),
+    ("a red box, or a blue ball", ["red cube", "blue sphere"], None),
+])
+def test_alternatives_and_the_colours_of_one_shape(prompt, names, note):
+    targets, notes = read_prompt(prompt)
+    assert [t.name for t in targets] == names
+    assert (notes[0].startswith(note) and "first one named" in notes[0]) if note else notes == []
+
+
+@pytest.mark.parametrize("prompt, words", [
+    ("a torus and a cube", "not a set of objects. Write 'a torus or a cube'"),
+    ("a red torus and a blue cube", "a red torus and a blue cube: the analytic (offline demo) prior makes one object per run"),
+    ("a torus cube", "several shapes for one object"),
+    ("two red spheres", "('two' is a count; 'spheres' is a plural). Write one object, e.g. 'a red sphere'"),
+    ("3 tori", "('3' is a count; 'tori' is a plural)"),
+    ("blue boxes", "('boxes' is a plural). Write one object, e.g. 'a blue cube'"),
+])
+def test_sets_several_shapes_counts_and_plurals_are_refused_saying_what_it_reads(prompt, words):
+    with pytest.raises(TargetError, match=re.escape(words)):
+        read_prompt(prompt)
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))

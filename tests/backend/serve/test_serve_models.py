@@ -106,7 +106,7 @@ def test_every_model_failure_is_an_error_event_and_ping_is_answered_after_it(tra
         (named("empty"), "model_layout", "no model_index.json"),
         ("acme/never-cached", "model_offline", "HF_HUB_OFFLINE"),
         (named("corrupt"), "model_corrupt", "cannot load the unet"),
-        ("../../etc", *(("config", "must be a hub id") if transport == "tcp" else ("model_not_found", "no model folder at"))),
+        ("../../dreamtime-none", *(("config", "must be a hub id") if transport == "tcp" else ("model_not_found", "no model folder at"))),
         # A run that cannot fit in memory (1024² renders of 1024 samples: hundreds of GB) is refused before it starts.
         ({"model": named("corrupt"), "resolution": 1024, "samples_per_ray": 1024}, "out_of_memory", "it was not started"),
     ]
@@ -261,3 +261,4 @@ def test_out_of_memory_and_any_other_failure_while_preparing_are_error_events(mo
     errors = [(e["id"], e["code"]) for e in events() if e["type"] == "error"]
     assert errors == [("r0", "out_of_memory"), ("r1", "internal"), ("r2", "internal")] and events()[-1]["type"] == "pong"
     assert "a bug" in [e for e in events() if e.get("id") == "r1" and e["type"] == "error"][0]["message"]
+    assert not any("Error" in e["message"] for e in events() if e["type"] == "error")  # no class names in what the artist reads

@@ -117,6 +117,11 @@ def test_bad_config_names_the_field(backend, tmp_path):
     event = backend.next()
     assert (event["type"], event["code"], event["id"], event["field"]) == ("error", "config", "bad", "m2")
     assert "m2" in event["message"] and not list(tmp_path.iterdir())  # no run folder for a refused config
+    assert event["hint"] == "Change Schedule › m2 and generate again."  # where the artist changes it
+    backend.send("generate", id="cuda", config={**TINY, "device": "cuda", "out": str(tmp_path)})  # this machine has none
+    event = backend.next()
+    assert event["field"] == "device" and event["message"].endswith("use Preferences › Device: CPU")
+    assert event["hint"] == "Change Preferences › Device and generate again."  # a field that lives in the preferences
 
 
 def test_unknown_field_and_unreadable_prompt(backend, tmp_path):
@@ -124,7 +129,8 @@ def test_unknown_field_and_unreadable_prompt(backend, tmp_path):
     assert backend.next()["field"] == "colour"
     backend.send("generate", id="p", config={**TINY, "prompt": "a purple unicorn", "out": str(tmp_path)})
     event = backend.next()
-    assert event["code"] == "prompt" and "unicorn" in event["message"] and "Stable Diffusion" in event["hint"]
+    assert event["code"] == "prompt" and "unicorn" in event["message"] and "Guidance: Stable Diffusion" in event["hint"]
+    assert "--" not in event["message"] + event["hint"]  # panel words, not flags
 
 
 def test_tiny_generate_emits_progress_preview_mesh_done(backend, tmp_path):
@@ -152,7 +158,9 @@ def test_cancel_mid_run_still_writes_a_mesh(fresh, tmp_path):
     fresh.until("progress")
     fresh.send("cancel", id="c")
     events = fresh.until("done", timeout=60)
-    assert events[-1]["outputs"]["steps_done"] < 2000
+    done = events[-1]
+    assert done["outputs"]["steps_done"] < 2000
+    assert (done["outcome"], done["step"], done["stopped_by"]) == ("stopped", done["outputs"]["steps_done"], "client")
     assert any(e["type"] == "mesh" for e in events) and (tmp_path / "run" / "mesh.glb").is_file()
 
 
@@ -161,8 +169,22 @@ def test_stdin_eof_cancels_and_exits(fresh, tmp_path):
     fresh.send("generate", id="e", config={**TINY, "steps": 2000, "run_dir": str(tmp_path / "run")})
     fresh.until("progress")
     fresh.proc.stdin.close()
+    done = fresh.until("done", timeout=20)[-1]  # the backend stopped the run itself: it says so, with the step
     assert fresh.proc.wait(timeout=20) == 0
+    assert (done["outcome"], done["stopped_by"]) == ("stopped", "backend") and 0 < done["step"] < 2000
     assert (tmp_path / "run" / "mesh.glb").is_file()
+
+
+def test_a_run_without_a_surface_is_done_without_a_mesh_and_its_hint_in_panel_words(backend, tmp_path):
+    config = {**TINY, "steps": 4, "mesh_threshold": 1e6, "sdf_after": 1.0, "run_dir": str(tmp_path / "run")}
+    backend.send("generate", id="nm", config=config)
+    events = backend.until("done", timeout=120)
+    (warning,) = [e for e in events if e["type"] == "log" and e.get("code") == "no_mesh"]
+    assert warning["level"] == "warning" and warning["message"].startswith("No mesh: no surface above density threshold 1e+06")
+    assert "Steps" in warning["hint"] and 'Extra Config {"mesh_threshold"' in warning["hint"] and "--" not in warning["hint"]
+    done = events[-1]
+    assert (done["outcome"], done["step"], done["outputs"]["mesh"]) == ("no_mesh", 4, None)
+    assert not [e for e in events if e["type"] == "mesh"] and not (tmp_path / "run" / "mesh.glb").exists()
 
 
 def test_shutdown_exits_zero(fresh):

@@ -84,7 +84,8 @@ def start_server(folder: Path, *options: str) -> subprocess.Popen:
 
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
-    assert proc.wait(30) == 0
+    code = proc.wait(30)
+    assert code == 0, (code, proc.log_path.read_text()[-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +117,9 @@ def test_wrong_or_missing_token_is_refused_before_any_request(server, tmp_path):
         assert (event["type"], event["code"]) == ("error", "auth") and "token" in event["message"], event
         assert intruder.next() is None  # closed by the server
         intruder.close()
+    pasted = Client(server.port, token=f" {TOKEN}\n")  # the token with its file's newline: accepted
+    assert pasted.next()["type"] == "ready"
+    pasted.close()
     client = connect(server.port)
     client.send("attach", id="sneaky")  # the server never heard of that run
     assert client.next()["code"] == "unknown_run"
@@ -152,7 +156,7 @@ def test_busy_second_client_and_reattach_after_a_drop(server):
     assert first.until("preview")[-1]["step"] == 10
     second = Client(server.port)
     event = second.next()
-    assert (event["code"], event["id"]) == ("busy", None) and "another client" in event["message"]
+    assert (event["code"], event["id"]) == ("busy", None) and "Another client" in event["message"]
     assert second.next() is None
     second.close()
     first.close()  # dropped without a word: the run must go on
@@ -166,10 +170,11 @@ def test_busy_second_client_and_reattach_after_a_drop(server):
     again.close()
     late = connect(server.port)  # the server still serves; the finished run replays its end
     late.send("attach", id="long")
-    replay = [late.next() for _ in range(4)]
-    assert [e["type"] for e in replay] == ["progress", "preview", "mesh", "done"]
-    run_dir = server.cwd / "runs" / replay[3]["outputs"]["run_dir"]
-    assert protocol.file_data(replay[2]) == protocol.file_data(mesh) == (run_dir / "mesh.glb").read_bytes()
+    replay = [late.next() for _ in range(5)]
+    assert [e["type"] for e in replay] == ["log", "progress", "preview", "mesh", "done"]
+    run_dir = server.cwd / "runs" / replay[4]["outputs"]["run_dir"]
+    assert replay[0]["run_dir"] == replay[4]["outputs"]["run_dir"]  # the run's folder from its first event, relative to the root
+    assert protocol.file_data(replay[3]) == protocol.file_data(mesh) == (run_dir / "mesh.glb").read_bytes()
     late.close()
 
 
