@@ -209,3 +209,19 @@ class NeRFField(nn.Module):
         if self.background_net is None:
             return torch.ones_like(dirs)  # white
         return self.background_net(dirs)
+
+
+def field_for(cfg) -> NeRFField:
+    """The field a GenerationConfig asks for: its encoding (auto: the hash grid), MLP, background and SDF settings."""
+    encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
+    return NeRFField(
+        encoding,
+        cfg.hashgrid_implementation,
+        cfg.mlp_hidden,
+        blob_density=cfg.blob_density,
+        learned_background=cfg.background == "learned",
+        encoding_kwargs={"resolution": cfg.dense_resolution} if encoding == "dense" else {},
+        sdf_beta=cfg.sdf_beta,
+        sdf_max_density=cfg.sdf_max_density,
+        hashgrid_dtype=cfg.hashgrid_dtype,
+    )

@@ -33,7 +33,7 @@ from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, ra
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import HUB_PREFIX, GenerationConfig
 from .errors import TrainingError, write_failure
-from .field import NeRFField
+from .field import field_for
 from .guidance import View
 from .init_mesh import initialize_field
 from .memory import device_peak_memory, memory_that_ran_out, out_of_memory_error
@@ -108,20 +108,8 @@ class Trainer:
         for note in getattr(self.guidance, "notes", ()):  # e.g. the analytic prior took one of a shape's colours
             log.warning("prompt: %s", note)
             self.on_event(protocol.message("log", id=self.run_id, level="warning", code="prompt", message=f"Prompt: {note}."))
-        encoding = cfg.encoding if cfg.encoding != "auto" else "hashgrid"
         torch.manual_seed(cfg.seed)
-        encoding_kwargs = {"resolution": cfg.dense_resolution} if encoding == "dense" else {}
-        self.field = NeRFField(
-            encoding,
-            cfg.hashgrid_implementation,
-            cfg.mlp_hidden,
-            blob_density=cfg.blob_density,
-            learned_background=cfg.background == "learned",
-            encoding_kwargs=encoding_kwargs,
-            sdf_beta=cfg.sdf_beta,
-            sdf_max_density=cfg.sdf_max_density,
-            hashgrid_dtype=cfg.hashgrid_dtype,
-        ).to(self.device)
+        self.field = field_for(cfg).to(self.device)
         self.optimizer = self._make_optimizer()
         # The step at which a voxel-grid field becomes an SDF (field.py); None: it stays log density.
         self.sdf_step = round(cfg.sdf_after * cfg.steps) if cfg.sdf_after < 1 and self.field.is_voxel_grid() else None
@@ -370,8 +358,7 @@ class Trainer:
                 self.on_event(protocol.log("warning", message))
 
     def _finish(self, started: float) -> None:
-        cfg = self.config
-        step = self.last_step
+        cfg, step = self.config, self.last_step
         self.metrics["train_s"] = time.perf_counter() - started
         self.metrics["peak_mem_mb"], self.metrics["peak_mem_kind"] = device_peak_memory(self.device)  # of setup and training
         artifacts = self.artifacts
@@ -404,9 +391,9 @@ class Trainer:
         self.metrics.update(metrics)
         if self.config.refine_from:  # refine.py: a finished run's field, continued on a schedule laid out for more steps
             self.metrics.setdefault("refine", {"from": self.config.refine_from, "steps_before": step, "steps": self.config.steps})
-        total = self.config.steps
-        text = (f"resumed from {self.run_dir / CHECKPOINT_NAME} at step {step} of {total}" if step < total else
-                f"the run is complete ({step} of {total} steps): nothing to train; its mesh is extracted again from the checkpoint")
+        steps = self.config.steps
+        text = (f"resumed from {self.run_dir / CHECKPOINT_NAME} at step {step} of {steps}" if step < steps else
+                f"the run is complete ({step} of {steps} steps): nothing to train; its mesh is extracted again from the checkpoint")
         log.info("%s", text)
         self.outputs["resumed_at"] = step
         self.on_event(protocol.message("log", id=self.run_id, level="info", message=text[0].upper() + text[1:] + ".", resumed_at=step))
