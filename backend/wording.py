@@ -34,7 +34,7 @@ EXTRA_CONFIG = (ADVANCED, "Extra Config")
 # The panel's labels of choice values (properties.py and preferences.py label their enum items so).
 VALUE_LABELS: dict[str, dict[str, str]] = {
     "guidance": {"auto": "Auto", "analytic": "Analytic (offline demo)", "sd": "Stable Diffusion"},
-    "device": {"auto": "Auto", "cpu": "CPU", "cuda": "CUDA"},
+    "device": {"auto": "Auto", "cpu": "CPU", "cuda": "CUDA", "mps": "Apple GPU (MPS)"},
     "schedule": {"tp": "Time-prioritized (TP-SDS)", "uniform": "Uniform (plain SDS)", "linear": "Linear"},
 }
 # CLI flags whose name is not the field's (switches, and the one that turns a default off).
