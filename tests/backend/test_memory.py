@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from backend import wording
 from backend.config import GenerationConfig, preset_for
 from backend.errors import TrainingError
 from backend.guidance.make_model import make_model
@@ -47,7 +48,8 @@ def test_a_run_that_cannot_fit_is_refused_with_the_numbers(monkeypatch):
     needed = estimate_memory(config, CPU, "analytic").total
     assert error.code == "out_of_memory" and f"needs about {needed / GIB:.1f} GB" in str(error)
     assert "the container's memory limit leaves 2.0 GB; it was not started" in str(error)
-    fits = int(error.hint.split("would fit")[0].split("--resolution ")[-1])
+    hint = wording.cli(error.hint)  # as the CLI prints it (the panel names the field instead)
+    fits = int(hint.split("would fit")[0].split("--resolution ")[-1])
     assert 16 <= fits < 512 and fits % 8 == 0
     check_memory(config.replace(resolution=fits), CPU, "analytic")  # what the hint offers does fit
     with pytest.raises(TrainingError):
