@@ -29,6 +29,7 @@ from scipy import ndimage
 from torch import nn
 
 from .encoding import hashgrid_state_for, make_encoding
+from .grid_priors import eikonal, total_variation
 from .renderer import normalize
 
 MAX_LOG_DENSITY = 15.0  # exp() clamped here: opaque enough, never overflows
@@ -141,16 +142,12 @@ class NeRFField(nn.Module):
         return self.density, density_threshold
 
     def total_variation(self) -> torch.Tensor:
-        """Mean squared difference of neighbouring voxels (Plenoxels' TV prior); 0 without a voxel grid."""
+        """Mean squared difference of neighbouring voxels (Plenoxels' TV prior, grid_priors.py); 0 without a voxel grid."""
         grid = getattr(self.encoding, "grid", None)
         if grid is None:
             return torch.zeros((), device=next(self.parameters()).device)
-        if self.sdf_mode:  # a distance has |grad s| = 1, not 0: the eikonal term smooths it instead
-            grid = grid[:, 1:]  # (1, 3, R, R, R) albedo only
-        dz = grid[:, :, 1:] - grid[:, :, :-1]
-        dy = grid[:, :, :, 1:] - grid[:, :, :, :-1]
-        dx = grid[..., 1:] - grid[..., :-1]
-        return (dz.square().mean() + dy.square().mean() + dx.square().mean()) / 3
+        # in SDF mode only the albedo: a distance has |grad s| = 1, not 0, and the eikonal term smooths it instead
+        return total_variation(grid, first_channel=1 if self.sdf_mode else 0)
 
     # ------------------------------------------------------------------ SDF mode (plain voxel grid)
     def is_voxel_grid(self) -> bool:
@@ -163,12 +160,8 @@ class NeRFField(nn.Module):
         neighbouring voxels move the surface together. Deeper voxels get no gradient and keep the
         distances they were converted with: everywhere, the unseen inside drifts (forward differences
         also allow |grad s| = 1 zigzags) until it hollows the object out."""
-        s = self.encoding.grid[0, 0] / SDF_GRID_SCALE  # (R, R, R)
-        spacing = 2 * self.bound / (s.shape[0] - 1)
-        corner = s[:-1, :-1, :-1]
-        grad = torch.stack([s[1:, :-1, :-1] - corner, s[:-1, 1:, :-1] - corner, s[:-1, :-1, 1:] - corner]) / spacing  # (3, R-1, R-1, R-1)
-        near = corner.detach().abs() < EIKONAL_BAND  # (R-1, R-1, R-1)
-        return (((grad.square().sum(0) + 1e-12).sqrt() - 1).square() * near).sum() / near.numel()
+        grid = self.encoding.grid
+        return eikonal(grid, SDF_GRID_SCALE, spacing=2 * self.bound / (grid.shape[-1] - 1), band=EIKONAL_BAND)
 
     @torch.no_grad()
     def convert_to_sdf(self, threshold: float, smooth: float = 0.0) -> None:
