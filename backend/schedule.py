@@ -118,6 +118,17 @@ def start_step(steps: int, strength: float = 1.0) -> int:
     return steps - max(1, min(steps, round(strength * steps)))
 
 
+def lr_factor(step: int, steps: int, first: int = 0, final_ratio: float = 0.1) -> float:
+    """The learning rates' factor at step i of N: final_ratio^((i - i0) / (N - 1 - i0)), 1 at the run's
+    first trained step i0, final_ratio at its last (an exponential decay, as DreamFusion-style trainers use).
+
+    i0 is 0 from scratch, start_step(N, S) for a run from a shape and the steps done for a refine: a run
+    that starts part-way through t(i) still gets the large steps it needs to move, over less of the
+    schedule. (Taking step i's factor of a run from scratch left a strength-0.4 run at 0.25x-0.1x of the
+    rate: 25.9 dB against 37.1 for "a blue torus" from a grey torus mesh; README "Beyond one prompt".)"""
+    return final_ratio ** (max(step - first, 0) / max(steps - 1 - first, 1))
+
+
 def uniform_timesteps(steps: int, t_min: int = T_MIN, t_max: int = T_MAX, seed: int = 0) -> np.ndarray:
     """Plain SDS: an independent t ~ U{t_min..t_max} per step."""
     return np.random.default_rng(seed).integers(t_min, t_max + 1, size=steps).astype(np.int64)

@@ -41,7 +41,7 @@ from .readback import READ_EVERY, Readback
 from .renderer import RenderSettings, render
 from .run_folder import RunLog, atomic_write_text, remove_stale_temps
 from .run_setup import build_guidance, configure_device, make_adam, resolve_device, resolve_guidance
-from .schedule import start_step, timesteps
+from .schedule import lr_factor, start_step, timesteps
 from .sdf_switch import CALIBRATION_VIEWS, MIN_PSNR, switch_to_sdf
 from .step_random import StepRandom, step_random, uniform
 
@@ -218,9 +218,8 @@ class Trainer:
         if self.field.sdf_mode and cfg.lambda_eikonal > 0:
             losses["eikonal"] = cfg.lambda_eikonal * self.field.eikonal()
         loss = sum(losses.values())
-        decay = cfg.lr_final_ratio ** (step / max(cfg.steps - 1, 1))
         for group, base in zip(self.optimizer.param_groups, (cfg.lr, cfg.lr_mlp)):
-            group["lr"] = base * decay
+            group["lr"] = base * self.lr_decay(step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # a non-finite loss gives non-finite gradients: the one check below sees both
         finite = self._step_if_finite(loss.detach())
@@ -228,6 +227,13 @@ class Trainer:
         count = non_finite[0].float() if non_finite is not None else torch.zeros((), device=self.device)
         self.guidance_values = non_finite[1] if non_finite is not None else 0
         return torch.stack([loss.detach().float(), finite.float(), count])
+
+    def lr_decay(self, step: int) -> float:
+        """The learning rates' factor at `step` (schedule.lr_factor), from the run's first trained step:
+        0, a run from a shape's start step, or a refine's steps already done (kept across resumes)."""
+        cfg = self.config
+        first = self.metrics.get("refine", {}).get("steps_before", start_step(cfg.steps, cfg.strength))
+        return lr_factor(step, cfg.steps, first, cfg.lr_final_ratio)
 
     def _step_if_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """Adam's step unless the loss or a gradient is not finite; returns that verdict (a 0-d bool on the device).

@@ -130,8 +130,10 @@ def test_a_run_from_a_mesh_starts_part_way_and_exports_in_the_source_frame(tmp_p
     events = []
     config = tiny_config(prompt="a blue torus", init_mesh=str(tmp_path / "torus.ply"), strength=0.5, sdf_after=0.3, preview_every=0,
                          mesh_resolution=48, export=("glb", "ply"))
-    outputs = Trainer(config, tmp_path / "run", on_event=events.append).run()
+    trainer = Trainer(config, tmp_path / "run", on_event=events.append)
+    outputs = trainer.run()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert trainer.lr_decay(6) == 1 and trainer.lr_decay(11) == pytest.approx(config.lr_final_ratio)  # the rate decays over 6..11
     assert metrics["step"] == list(range(6, 12)) and metrics["init_mesh"]["start_step"] == 6 and metrics["init_mesh"]["as"] == "sdf"
     assert [e["step"] for e in events if e["type"] == "progress"] == list(range(7, 13))
     assert outputs["mesh_frame"] == "source"

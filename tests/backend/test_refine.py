@@ -36,6 +36,10 @@ def test_a_refine_runs_steps_n_to_m_of_the_m_step_layout_beside_the_run(finished
     assert metrics["t"][8:] == [int(t) for t in timesteps("tp", 14)[8:]]  # t laid out again for 14 steps
     assert metrics["refine"] == {"from": str(finished.resolve()), "steps_before": 8, "steps": 14}
     assert outputs["steps_done"] == 14 and digests(finished) == before  # the run is as it was
+    again = Trainer(config, config.run_dir)
+    again.setup(resume=True)  # resumed, the refine keeps its own first step: the full rate at step 8
+    assert again.lr_decay(8) == 1 and again.lr_decay(13) == pytest.approx(config.lr_final_ratio)
+    again.close()
     assert prepare_refine(finished, 14).run_dir.endswith("run-refine-14-2")  # a second refine: a new folder
 
 

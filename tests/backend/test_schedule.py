@@ -120,3 +120,13 @@ def test_narrow_range_and_extreme_sliders_stay_in_range():
 def test_unknown_kind_is_an_error():
     with pytest.raises(ValueError, match="tp, uniform, linear"):
         schedule.timesteps("cosine", 10)
+
+
+def test_lr_factor_decays_from_the_runs_first_trained_step():
+    assert schedule.lr_factor(0, 100) == 1 and schedule.lr_factor(99, 100) == pytest.approx(0.1)
+    assert schedule.lr_factor(49.5, 100) == pytest.approx(0.1**0.5)
+    # a run from a shape at strength 0.4 of 100 steps trains 60..99: the full rate at 60, not 0.1^(60/99)
+    first = schedule.start_step(100, 0.4)
+    assert first == 60 and schedule.lr_factor(60, 100, first) == 1 and schedule.lr_factor(99, 100, first) == pytest.approx(0.1)
+    factors = [schedule.lr_factor(i, 100, first, 0.01) for i in range(60, 100)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))
