@@ -49,16 +49,22 @@ def numpy_albedo(albedo_fn: Callable[[torch.Tensor], torch.Tensor],
     return albedo
 
 
+def decimate_coloured(mesh: trimesh.Trimesh, albedo: Callable[[np.ndarray], np.ndarray], faces: int) -> trimesh.Trimesh:
+    """`mesh` decimated to `faces` (0: all kept), its vertices coloured (sRGB uint8) by `albedo` there."""
+    small = decimate(mesh, faces)
+    rgb = np.round(np.clip(albedo(np.asarray(small.vertices)), 0, 1) * 255).astype(np.uint8)
+    small.visual.vertex_colors = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
+    small.metadata.update(mesh.metadata)
+    return small
+
+
 def make_asset(mesh: trimesh.Trimesh, albedo: Callable[[np.ndarray], np.ndarray], faces: int, texture_size: int) -> Asset:
     """Decimate `mesh` to `faces` (0: keep all), colour its vertices and bake a texture_size² albedo
     texture from `albedo` (numpy points -> colours in [0, 1]); each stage's seconds in `seconds`."""
     seconds = {}
     tick = time.perf_counter()
-    small = decimate(mesh, faces)
+    small = decimate_coloured(mesh, albedo, faces)
     seconds["decimate"] = time.perf_counter() - tick
-    rgb = np.round(np.clip(albedo(np.asarray(small.vertices)), 0, 1) * 255).astype(np.uint8)
-    small.visual.vertex_colors = np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], axis=1)
-    small.metadata.update(mesh.metadata)
     asset = Asset(small, None, None, None, seconds)
     try:
         tick = time.perf_counter()

@@ -8,10 +8,12 @@ what feeds the Principled BSDF's Base Color, through an Emission shader. metrics
 
   psnr                  the asset's albedo renders against the target's (reference.py: its surface, antialiased)
   vertex_color_psnr     the same for the vertex-colour baseline
+  same_faces_vertex_color_psnr  the same for the asset's own decimated mesh with per-vertex colours
+                        (what `--export ply` writes): texture against vertex colours at one face budget
   bake_psnr             per pixel centre inside the silhouette: the colour Blender shows against the
                         field's own albedo at the surface point that pixel sees (Blender's position pass):
                         what the bake and Blender's texture lookup lose, geometry aside
-  vertex_color_bake_psnr  the same for the baseline
+  vertex_color_bake_psnr, same_faces_vertex_color_bake_psnr  the same for the baselines
   psnr_volume_reference / vertex_color_psnr_volume_reference: against the trainer's volume renders of
                         the target (their silhouettes have a halo a mesh lacks; shown for comparison)
 
@@ -38,7 +40,7 @@ from ..config import GenerationConfig
 from ..metrics import psnr
 from ..renderer import RenderSettings
 from ..run_folder import atomic_path, atomic_write_text
-from . import numpy_albedo
+from . import decimate_coloured, numpy_albedo
 from .reference import surface_albedo
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: backend/ beside dreamtime_blender/
@@ -122,9 +124,11 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
         tick = time.perf_counter()
         baseline = trainer.artifacts.mesh_of_field()  # the vertex-colour mesh of the same checkpoint, not decimated
         export_mesh(baseline, tmp, ("glb",), stem="vertex_colors")
+        same_faces = decimate_coloured(baseline, numpy_albedo(trainer.field.albedo, trainer.device), config.mesh_faces)
+        export_mesh(same_faces, tmp, ("glb",), stem="same_faces")  # decimated as the asset was, colours per vertex
         seconds["baseline_mesh"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        meshes = [(glb, "asset"), (tmp / "vertex_colors.glb", "vertex_colors")]
+        meshes = [(glb, "asset"), (tmp / "vertex_colors.glb", "vertex_colors"), (tmp / "same_faces.glb", "same_faces")]
         renders = render_in_blender(meshes, ring, resolution, PASSES, tmp, samples, python)
         seconds["blender"] = time.perf_counter() - tick
     tick = time.perf_counter()
@@ -139,12 +143,15 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
     albedo = numpy_albedo(trainer.field.albedo, trainer.device)
     asset_bake, inside = bake_fidelity(renders["asset"]["albedo_point"], renders["asset"]["position"], albedo)
     baseline_bake, _ = bake_fidelity(renders["vertex_colors"]["albedo_point"], renders["vertex_colors"]["position"], albedo)
+    same_faces_bake, _ = bake_fidelity(renders["same_faces"]["albedo_point"], renders["same_faces"]["position"], albedo)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     result = {
         "psnr": round(psnr(((shown["asset"] - references[best]) ** 2).mean()), 2),
         "vertex_color_psnr": round(psnr(((shown["vertex_colors"] - references[best]) ** 2).mean()), 2),
-        "bake_psnr": round(asset_bake, 2), "vertex_color_bake_psnr": round(baseline_bake, 2), "bake_pixels": inside,
+        "same_faces_vertex_color_psnr": round(psnr(((shown["same_faces"] - references[best]) ** 2).mean()), 2),
+        "bake_psnr": round(asset_bake, 2), "vertex_color_bake_psnr": round(baseline_bake, 2),
+        "same_faces_vertex_color_bake_psnr": round(same_faces_bake, 2), "bake_pixels": inside,
         "psnr_volume_reference": round(psnr(((shown["asset"] - volumes[best]) ** 2).mean()), 2),
         "vertex_color_psnr_volume_reference": round(psnr(((shown["vertex_colors"] - volumes[best]) ** 2).mean()), 2),
         "target": targets.names[best], "faces": metrics.get("mesh", {}).get("n_faces"), "vertex_color_faces": len(baseline.faces),
@@ -152,7 +159,8 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
         "measured": _dt.date.today().isoformat(), "seconds": {name: round(value, 2) for name, value in seconds.items()},
     }
     result["gain_db"] = round(result["psnr"] - result["vertex_color_psnr"], 2)
-    _write_ring(run_dir / "asset_ring.png", references[best], shown["asset"], shown["vertex_colors"])
+    result["same_faces_gain_db"] = round(result["psnr"] - result["same_faces_vertex_color_psnr"], 2)
+    _write_ring(run_dir / "asset_ring.png", references[best], shown["asset"], shown["vertex_colors"], shown["same_faces"])
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     metrics["asset"] = result
     atomic_write_text(metrics_path, json.dumps(metrics, indent=1, allow_nan=True))
@@ -160,7 +168,7 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
 
 
 def _write_ring(path: Path, *rows: np.ndarray) -> None:
-    """Rows (V, R, R, 3) in [0, 1] stacked: target, asset, vertex colours; views across."""
+    """Rows (V, R, R, 3) in [0, 1] stacked: target, asset, vertex colours, vertex colours at the asset's faces; views across."""
     from PIL import Image
 
     strip = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)

@@ -9,7 +9,10 @@ JSON (`--targets FILE`, or the config's `targets` holding the object itself, as 
     {"targets": [{"name": "cone up", "weight": 1.0,
                   "parts": [{"shape": "cone", "color": "red" | [r, g, b],
                              "center": [x, y, z], "scale": s | [sx, sy, sz],
-                             "rotation": [rx, ry, rz]}]}]}          (rotation: XYZ Euler, degrees)
+                             "rotation": [rx, ry, rz],
+                             "stripes": {"color": "white" | [r, g, b], "width": w, "axis": "x" | "y" | "z"}}]}]}
+(rotation: XYZ Euler, degrees; stripes, optional: bands of `width` across the part's own `axis`, every
+other one in the stripes' colour: a colour pattern a single vertex colour per ~voxel cannot hold.)
 """
 
 from __future__ import annotations
@@ -103,12 +106,30 @@ class Part:
     center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)  # XYZ Euler, degrees
+    stripes: tuple[tuple[float, float, float], float, int] | None = None  # (colour, width, local axis 0-2)
+
+    def local(self, points: torch.Tensor) -> torch.Tensor:
+        """World points (N, 3) in the part's frame (centred, rotated; not scaled)."""
+        return (points - torch.tensor(self.center, device=points.device)) @ rotation_matrix(self.rotation).to(points.device)
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         """Signed distance (N,) of world points (N, 3); exact for uniform scale, a bound otherwise."""
-        local = (points - torch.tensor(self.center, device=points.device)) @ rotation_matrix(self.rotation).to(points.device)
         scale = torch.tensor(self.scale, device=points.device)
-        return SHAPES[self.shape](local / scale) * scale.min()
+        return SHAPES[self.shape](self.local(points) / scale) * scale.min()
+
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        """The part's colour (N, 3) at points (N, 3): its own, or with stripes the stripes' colour on
+        every other band of `width` along the local axis (bands [2k w, (2k+1) w) keep the part's own)."""
+        color = torch.tensor(self.color, device=points.device).expand(len(points), 3)
+        if self.stripes is None:
+            return color
+        stripe_color, width, axis = self.stripes
+        odd = torch.floor(self.local(points)[:, axis] / width).remainder(2) == 1
+        return torch.where(odd[:, None], torch.tensor(stripe_color, device=points.device), color)
+
+    @property
+    def colors(self) -> set[tuple[float, float, float]]:
+        return {self.color} | ({self.stripes[0]} if self.stripes else set())
 
 
 @dataclass
@@ -119,21 +140,24 @@ class Target:
 
     @property
     def single_color(self) -> tuple[float, float, float] | None:
-        colors = {part.color for part in self.parts}
-        return next(iter(colors)) if len(colors) == 1 else None
+        colors = set().union(*(part.colors for part in self.parts))
+        return next(iter(colors)) if len(colors) == 1 and not any(part.stripes for part in self.parts) else None
 
     def geometry_key(self) -> tuple:
         """Targets with the same key differ only in one overall colour, so can share one render."""
         if self.single_color is None:
-            return (self.name, tuple((p.shape, p.color, p.center, p.scale, p.rotation) for p in self.parts))
+            return (self.name, tuple((p.shape, p.color, p.center, p.scale, p.rotation, p.stripes) for p in self.parts))
         return tuple((p.shape, p.center, p.scale, p.rotation) for p in self.parts)
 
     def sdf_and_albedo(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Union of the parts: min SDF (N,), and the albedo (N, 3) of the nearest part."""
         distances = torch.stack([part.sdf(points) for part in self.parts], dim=-1)  # (N, P)
-        colors = torch.tensor([part.color for part in self.parts], device=points.device)  # (P, 3)
         sdf, nearest = distances.min(dim=-1)
-        return sdf, colors[nearest]
+        if not any(part.stripes for part in self.parts):
+            colors = torch.tensor([part.color for part in self.parts], device=points.device)  # (P, 3)
+            return sdf, colors[nearest]
+        colors = torch.stack([part.albedo(points) for part in self.parts], dim=1)  # (N, P, 3)
+        return sdf, colors[torch.arange(len(points), device=points.device), nearest]
 
 
 def rotation_matrix(degrees: tuple[float, float, float]) -> torch.Tensor:
@@ -296,7 +320,32 @@ def _part_from_json(part: dict, where: str) -> Part:
             raise TargetError(f"{where}.{name}: must be three numbers")
     if not all(0 <= c <= 1 for c in values["color"]) or not all(s > 0 for s in values["scale"]):
         raise TargetError(f"{where}: colour components must be in 0..1 and scales positive")
-    return Part(part["shape"], *(tuple(float(v) for v in values[k]) for k in ("color", "center", "scale", "rotation")))
+    stripes = _stripes_from_json(part["stripes"], f"{where}.stripes") if part.get("stripes") is not None else None
+    return Part(part["shape"], *(tuple(float(v) for v in values[k]) for k in ("color", "center", "scale", "rotation")), stripes=stripes)
+
+
+AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def _color_from_json(color, where: str) -> tuple[float, float, float]:
+    if isinstance(color, str):
+        if color not in COLORS:
+            raise TargetError(f"{where}: must be one of {', '.join(COLORS)} or [r, g, b] in 0..1")
+        return COLORS[color]
+    if not (isinstance(color, (list, tuple)) and len(color) == 3 and all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in color)):
+        raise TargetError(f"{where}: must be one of {', '.join(COLORS)} or [r, g, b] in 0..1")
+    return tuple(float(c) for c in color)
+
+
+def _stripes_from_json(stripes, where: str) -> tuple[tuple[float, float, float], float, int]:
+    if not isinstance(stripes, dict):
+        raise TargetError(f'{where}: must be {{"color": ..., "width": w, "axis": "x" | "y" | "z"}}')
+    width, axis = stripes.get("width"), stripes.get("axis", "z")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0.01 <= width <= 2:
+        raise TargetError(f"{where}.width: must be a number from 0.01 to 2 (world units)")
+    if axis not in AXES:
+        raise TargetError(f"{where}.axis: must be x, y or z")
+    return _color_from_json(stripes.get("color", "white"), f"{where}.color"), float(width), AXES[axis]
 
 
 def load_targets(prompt: str, targets: str | dict | list = "") -> list[Target]:

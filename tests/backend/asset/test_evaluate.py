@@ -44,6 +44,9 @@ def test_asset_eval_of_a_tiny_run_adds_asset_to_metrics(tmp_path):
     print(result)
     assert json.loads((run / "metrics.json").read_text())["asset"] == result
     assert result["target"] == "red torus" and result["views"] == 8 and result["resolution"] == 32
-    assert 5 < result["psnr"] < 100 and 5 < result["vertex_color_psnr"] < 100
+    assert 5 < result["psnr"] < 100 and 5 < result["vertex_color_psnr"] < 100 and 5 < result["same_faces_vertex_color_psnr"] < 100
+    assert result["same_faces_gain_db"] == round(result["psnr"] - result["same_faces_vertex_color_psnr"], 2)
     assert result["bake_psnr"] >= 30 and result["bake_pixels"] > 100  # the texture shows the field's albedo
-    assert (run / "asset_ring.png").is_file()
+    from PIL import Image
+
+    assert Image.open(run / "asset_ring.png").size == (8 * 32, 4 * 32)  # target, asset, both baselines; 8 views

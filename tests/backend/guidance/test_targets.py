@@ -113,6 +113,10 @@ def test_targets_file(tmp_path):
     ('{"targets": [{"parts": [{"shape": "cube", "color": "teal"}]}]}', "color"),
     ('{"targets": [{"parts": [{"shape": "cube", "scale": [1, 0, 1]}]}]}', "scales positive"),
     ('{"targets": [{"weight": -1, "parts": [{"shape": "cube"}]}]}', "weight"),
+    ('{"targets": [{"parts": [{"shape": "cube", "stripes": {"width": 0}}]}]}', r"stripes\.width"),
+    ('{"targets": [{"parts": [{"shape": "cube", "stripes": {"width": 0.1, "axis": "w"}}]}]}', r"stripes\.axis"),
+    ('{"targets": [{"parts": [{"shape": "cube", "stripes": {"width": 0.1, "color": "teal"}}]}]}', r"stripes\.color"),
+    ('{"targets": [{"parts": [{"shape": "cube", "stripes": "white"}]}]}', "stripes"),
 ])
 def test_bad_targets_files(tmp_path, content, words):
     path = tmp_path / "t.json"
@@ -130,6 +134,25 @@ def test_targets_as_data_read_as_the_file_would_be(tmp_path):
     assert from_data[0].parts == from_file[0].parts
     with pytest.raises(TargetError, match=r"targets\[0\].parts\[0\].shape"):
         load_targets("ignored", [{"parts": [{"shape": "pyramid"}]}])
+
+
+def test_stripes_alternate_along_the_parts_own_axis_and_render_in_two_colours():
+    data = {"parts": [{"shape": "cylinder", "color": "red", "rotation": [90, 0, 0],
+                       "stripes": {"color": "white", "width": 0.15, "axis": "z"}}]}
+    (target,) = load_targets("ignored", [data])
+    assert target.single_color is None  # stored with its own albedo grid
+    # rotated 90 degrees about x, the part's z runs along world -y: bands [0, 0.15) red, [0.15, 0.3) white, [-0.15, 0) white
+    points = torch.tensor([[0.0, -0.05, 0.4], [0.0, -0.2, 0.4], [0.0, 0.05, 0.4]])
+    _, albedo = target.sdf_and_albedo(points)
+    assert torch.allclose(albedo, torch.tensor([COLORS["red"], COLORS["white"], COLORS["white"]]))
+    (plain,) = load_targets("ignored", [{"parts": [{"shape": "cylinder", "color": "red", "rotation": [90, 0, 0]}]}])
+    assert torch.allclose(target.sdf_and_albedo(points)[0], plain.sdf_and_albedo(points)[0])  # stripes are colour only
+    (upright,) = load_targets("ignored", [{"parts": [{**data["parts"][0], "rotation": [0, 0, 0]}]}])
+    ring = evaluation_ring(1)  # looks at the side, where the bands are
+    rgb, opacity = TargetSet([upright], resolution=64).render_layers(ring, 48, 64, RenderSettings("albedo", background=torch.ones(1, 3)))
+    shown = rgb[0, 0][opacity[0, 0, ..., 0] > 0.99]  # inside the silhouette
+    near = lambda colour: ((shown - torch.tensor(colour)).abs().max(-1).values < 0.05).float().mean()  # noqa: E731
+    assert near(COLORS["red"]) > 0.2 and near(COLORS["white"]) > 0.2
 
 
 def test_missing_targets_file():
