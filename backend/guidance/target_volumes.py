@@ -29,23 +29,22 @@ class TargetVolume:
         spacing = 2 * bound / (resolution - 1)
         normals = torch.stack(torch.gradient(sdf, spacing=spacing), dim=0)  # (3, X, Y, Z)
         normals = normals / (normals.norm(dim=0, keepdim=True) + 1e-8)
-        channels = [sigma_max * torch.sigmoid(-sdf / beta)[None], normals]
+        channels = [sigma_max * torch.sigmoid(-sdf / beta)[None]]
         self.single_color = target.single_color is not None
         if not self.single_color:
             channels.append(albedo.T.reshape(3, resolution, resolution, resolution))
-        # grid_sample reads (x, y, z) coordinates as (W, H, D) indices: store as (C, Z, Y, X).
-        self.grid = torch.cat(channels, dim=0).permute(0, 3, 2, 1).contiguous()[None]  # (1, C, Z, Y, X)
-
-    def _lookup(self, points: torch.Tensor) -> torch.Tensor:
-        return grid_lookup(self.grid, points / self.bound)  # (N, C)
+        # grid_sample reads (x, y, z) coordinates as (W, H, D) indices: store as (C, Z, Y, X). Density (and
+        # albedo) apart from the normals: every sample reads the first, only the shaded few the second.
+        self.grid = torch.cat(channels, dim=0).permute(0, 3, 2, 1).contiguous()[None]  # (1, 1 or 4, Z, Y, X)
+        self.normal_grid = normals.permute(0, 3, 2, 1).contiguous()[None]  # (1, 3, Z, Y, X)
 
     def sample(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values = self._lookup(points)
-        albedo = torch.ones_like(values[:, 1:4]) if self.single_color else values[:, 4:7]
+        values = grid_lookup(self.grid, points / self.bound)  # (N, 1 or 4)
+        albedo = torch.ones_like(points) if self.single_color else values[:, 1:4]
         return values[:, 0], albedo
 
     def normals(self, points: torch.Tensor) -> torch.Tensor:
-        return normalize(self._lookup(points)[:, 1:4])
+        return normalize(grid_lookup(self.normal_grid, points / self.bound))
 
 
 class TargetSet:
