@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import sys
 
+import numpy as np
 import torch
 
 from .config import ConfigError, GenerationConfig
@@ -44,14 +45,19 @@ def configure_device(device: torch.device) -> dict[str, bool]:
 
     TF32 matmuls and convolutions on Ampere and newer NVIDIA GPUs (compute capability 8+): 10-bit
     mantissas inside fp32 matmuls, several times faster, far below what SDS's noisy gradients notice.
-    On the CPU, freed memory stays in the process (keep_freed_memory)."""
-    features = {"tf32": False, "keep_freed_memory": False}
+    On the CPU, freed memory stays in the process (keep_freed_memory), and denormal floats are
+    flushed to zero: a signed distance 1.3 voxels-worth of beta outside the surface puts
+    sigmoid(-s/beta) and its gradient below 1.2e-38, where x86 arithmetic is many times slower (a
+    CPU-preset step from an init mesh, whose far field is exact distances: 0.137 -> 0.114 s)."""
+    features = {"tf32": False, "keep_freed_memory": False, "flush_denormal": False}
     if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         features["tf32"] = True
     if device.type == "cpu":
         features["keep_freed_memory"] = keep_freed_memory()
+        np.finfo(np.float32), np.finfo(np.float64)  # numpy's limits read before: with flushing on it warns
+        features["flush_denormal"] = torch.set_flush_denormal(True)
     return features
 
 
