@@ -397,6 +397,8 @@ class Trainer:
         self.metrics.update(metrics)
         if self.config.refine_from:  # refine.py: a finished run's field, continued on a schedule laid out for more steps
             self.metrics.setdefault("refine", {"from": self.config.refine_from, "steps_before": step, "steps": self.config.steps})
+            if step == self.metrics["refine"]["steps_before"]:  # its first step: Adam's moments were the source's, at small t
+                self.optimizer = self._make_optimizer()
         steps = self.config.steps
         text = (f"resumed from {self.run_dir / CHECKPOINT_NAME} at step {step} of {steps}" if step < steps else
                 f"the run is complete ({step} of {steps} steps): nothing to train; its mesh is extracted again from the checkpoint")

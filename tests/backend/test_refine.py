@@ -30,6 +30,10 @@ def test_a_refine_runs_steps_n_to_m_of_the_m_step_layout_beside_the_run(finished
     before = digests(finished)
     config = prepare_refine(finished, 14)
     assert config.steps == 14 and config.refine_from == str(finished.resolve()) and config.run_dir.endswith("run-refine-14")
+    starting = Trainer(config, config.run_dir)
+    starting.setup(resume=True)
+    assert not starting.optimizer.state  # Adam starts afresh: the source's moments were for its last, small t
+    starting.close()
     outputs = Trainer(config, config.run_dir).run(resume=True)
     metrics = json.loads((finished.parent / "run-refine-14" / "metrics.json").read_text())
     assert metrics["step"] == list(range(14))  # the run's 8 steps, then 8..13
@@ -39,6 +43,7 @@ def test_a_refine_runs_steps_n_to_m_of_the_m_step_layout_beside_the_run(finished
     again = Trainer(config, config.run_dir)
     again.setup(resume=True)  # resumed, the refine keeps its own first step: the full rate at step 8
     assert again.lr_decay(8) == 1 and again.lr_decay(13) == pytest.approx(config.lr_final_ratio)
+    assert again.optimizer.state  # past its first step a refine resumes with its own moments
     again.close()
     assert prepare_refine(finished, 14).run_dir.endswith("run-refine-14-2")  # a second refine: a new folder
 
