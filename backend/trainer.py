@@ -3,17 +3,12 @@ reads best together with the ways it ends (a stop request, non-finite steps, out
 disk), with the reading back of its steps' numbers, and with the SDF switch's place in it.
 
 Each step: cameras -> render -> guidance loss at t = schedule[i] -> Adam. Everything random in a
-step (cameras, light, background, shading, sample jitter, diffusion noise) comes from generators
-seeded by (seed, step) (step_random.py), so a resumed run repeats the steps it would have taken and
-two schedules with the same seed see the same cameras and noise. A step never waits for the
-device: its loss, whether it was finite and how many guidance values were not are read in blocks
-(readback.py); a non-finite step is skipped on the device by fused Adam (`found_inf`, as torch.amp's
-GradScaler does), so the field and Adam's moments stay those of the last good step.
-
-Events (backend.protocol dicts) go to `on_event`; logs to the logger and the run's log.txt. What
-the run writes lives beside it: checkpoint.py (checkpoint.pt) and artifacts.py (previews, the ring,
-meshes, metrics.json). A stop request (cancel, Ctrl-C) ends the loop after the current step and
-still writes the checkpoint, preview and mesh.
+step comes from generators seeded by (seed, step) (step_random.py), so a resumed run repeats its
+steps and two schedules with one seed see the same cameras and noise. A step never waits for the
+device: its loss, verdict and non-finite count are read in blocks (readback.py); a non-finite step
+is skipped on the device by fused Adam (`found_inf`), so the field keeps the last good state.
+Events go to `on_event`, logs to the logger and log.txt; checkpoint.py and artifacts.py write the
+run's files. A stop request ends the loop after the current step, with checkpoint, preview and mesh.
 """
 
 from __future__ import annotations
@@ -78,7 +73,6 @@ class Trainer:
         """Thread-safe (protocol `extract`): export a mesh of the current field after the current step."""
         self._extract_requested.set()
 
-    # ------------------------------------------------------------------ setup
     def setup(self, resume: bool = False) -> int:
         """Make the run folder, its log, the guidance, the field, the optimizer and the schedule;
         returns the first step to train (the checkpoint's when resuming). run() calls it; a caller
@@ -176,7 +170,6 @@ class Trainer:
         log.info("step %d: the field is now a signed distance (surface moved %.4f inward to render as before; %.1f dB)", step,
                  result.offset, result.psnr)
 
-    # ------------------------------------------------------------------ one step
     def step_settings(self, step: int, rng: StepRandom, cameras: Cameras) -> RenderSettings:
         """Shading, light and background of training step `step`, drawn from its generators
         (the shading mode on the host, which branches on it; light and background on the device)."""
@@ -256,7 +249,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return finite
 
-    # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Train to config.steps (from the checkpoint when resuming), then export. Returns outputs."""
         started = time.perf_counter()
@@ -386,7 +378,6 @@ class Trainer:
         self.outputs["metrics"] = str(artifacts.write_metrics())
         self.outputs["steps_done"] = step
 
-    # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, step: int) -> Path:
         path = save_checkpoint(self.run_dir, step, self.field, self.optimizer, self.metrics)
         self.outputs["checkpoint"] = str(path)

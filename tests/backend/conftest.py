@@ -9,6 +9,14 @@ import torch
 from backend.encoding import HashGridEncoding
 
 
+@pytest.fixture(autouse=True)
+def no_flush_denormal_after_a_test():
+    """A CPU run flushes denormals to zero for its whole process (run_setup.configure_device); tests
+    share one process, and hypothesis refuses to draw floats where subnormals cannot exist."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 class FakeTcnnEncoding(torch.nn.Module):
     """tinycudann.Encoding as its torch bindings lay it out: one flat float32 Parameter `params` of the
     tables (grid.h's layout, which HashGridEncoding follows), and the dtype it was asked to compute in.
