@@ -211,8 +211,9 @@ class Trainer:
         if self.field.sdf_mode and cfg.lambda_eikonal > 0:
             losses["eikonal"] = cfg.lambda_eikonal * self.field.eikonal()
         loss = sum(losses.values())
+        decay = self.lr_decay(step)
         for group, base in zip(self.optimizer.param_groups, (cfg.lr, cfg.lr_mlp)):
-            group["lr"] = base * self.lr_decay(step)
+            group["lr"] = base * decay
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # a non-finite loss gives non-finite gradients: the one check below sees both
         finite = self._step_if_finite(loss.detach())

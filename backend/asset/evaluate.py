@@ -118,13 +118,14 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
     if trainer.guidance_kind != "analytic":
         raise EvaluationError("asset-eval compares with the analytic prior's targets; this run used Stable Diffusion")
     ring, resolution = evaluation_ring(), config.preview_resolution
+    albedo = numpy_albedo(trainer.field.albedo, trainer.device)
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="dreamtime-asset-") as tmp:
         tmp = Path(tmp)
         tick = time.perf_counter()
         baseline = trainer.artifacts.mesh_of_field()  # the vertex-colour mesh of the same checkpoint, not decimated
         export_mesh(baseline, tmp, ("glb",), stem="vertex_colors")
-        same_faces = decimate_coloured(baseline, numpy_albedo(trainer.field.albedo, trainer.device), config.mesh_faces)
+        same_faces = decimate_coloured(baseline, albedo, config.mesh_faces)
         export_mesh(same_faces, tmp, ("glb",), stem="same_faces")  # decimated as the asset was, colours per vertex
         seconds["baseline_mesh"] = time.perf_counter() - tick
         tick = time.perf_counter()
@@ -140,7 +141,6 @@ def evaluate_run(run_dir: str | Path, samples: int = 32, supersample: int = 4, p
     seconds["references"] = time.perf_counter() - tick
     shown = {name: over_white(renders[name]["albedo"]) for name in renders}  # (V, R, R, 3) sRGB over white
     best = int(np.argmin([((reference - shown["asset"]) ** 2).mean() for reference in references]))
-    albedo = numpy_albedo(trainer.field.albedo, trainer.device)
     asset_bake, inside = bake_fidelity(renders["asset"]["albedo_point"], renders["asset"]["position"], albedo)
     baseline_bake, _ = bake_fidelity(renders["vertex_colors"]["albedo_point"], renders["vertex_colors"]["position"], albedo)
     same_faces_bake, _ = bake_fidelity(renders["same_faces"]["albedo_point"], renders["same_faces"]["position"], albedo)

@@ -141,7 +141,7 @@ class Target:
     @property
     def single_color(self) -> tuple[float, float, float] | None:
         colors = set().union(*(part.colors for part in self.parts))
-        return next(iter(colors)) if len(colors) == 1 and not any(part.stripes for part in self.parts) else None
+        return next(iter(colors)) if len(colors) == 1 else None
 
     def geometry_key(self) -> tuple:
         """Targets with the same key differ only in one overall colour, so can share one render."""
@@ -309,9 +309,7 @@ def _part_from_json(part: dict, where: str) -> Part:
         raise TargetError(f"{where}.shape: must be one of {', '.join(SHAPES)}")
     color = part.get("color", "white")
     if isinstance(color, str):
-        if color not in COLORS:
-            raise TargetError(f"{where}.color: must be one of {', '.join(COLORS)} or [r, g, b] in 0..1")
-        color = COLORS[color]
+        color = _color_from_json(color, f"{where}.color")
     scale = part.get("scale", 1.0)
     scale = (scale,) * 3 if isinstance(scale, (int, float)) else scale
     values = {"color": color, "center": part.get("center", (0, 0, 0)), "scale": scale, "rotation": part.get("rotation", (0, 0, 0))}
