@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,9 +224,12 @@ def fit_field(field: NeRFField, shape: InitShape, steps: int = FIT_STEPS, seed: 
 
 def initialize_field(field: NeRFField, path: str, scene_radius: float, as_sdf: bool, seed: int = 0, fit_steps: int = FIT_STEPS,
                      fit_points: int = FIT_POINTS) -> dict:
-    """Put the init mesh into `field`; returns what metrics.json records of it (its frame included)."""
+    """Put the init mesh into `field`; returns what metrics.json records of it (its frame included, and
+    `seconds`: reading and voxelizing the file, then setting or fitting the field)."""
+    started = time.perf_counter()
     resolution = field.encoding.grid.shape[-1] if field.is_voxel_grid() else 96
     shape = read_init_mesh(path, scene_radius, resolution)
+    voxelized = time.perf_counter()
     if field.is_voxel_grid():
         write_voxel_grid(field, shape, as_sdf)
         how = "sdf" if as_sdf else "log density"
@@ -237,5 +241,6 @@ def initialize_field(field: NeRFField, path: str, scene_radius: float, as_sdf: b
              100 * inside, how)
     if not math.isfinite(inside) or inside == 0:
         raise ConfigError("init_mesh", "the mesh gives no inside on the field's grid")
+    seconds = {"voxelize": round(voxelized - started, 3), "field": round(time.perf_counter() - voxelized, 3)}
     return {"path": str(path), "faces": shape.faces, "colours": shape.colours, "inside_share": round(inside, 5), "as": how,
-            "frame": shape.frame}
+            "frame": shape.frame, "seconds": seconds}

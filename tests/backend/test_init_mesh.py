@@ -135,6 +135,7 @@ def test_a_run_from_a_mesh_starts_part_way_and_exports_in_the_source_frame(tmp_p
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert trainer.lr_decay(6) == 1 and trainer.lr_decay(11) == pytest.approx(config.lr_final_ratio)  # the rate decays over 6..11
     assert metrics["step"] == list(range(6, 12)) and metrics["init_mesh"]["start_step"] == 6 and metrics["init_mesh"]["as"] == "sdf"
+    assert set(metrics["init_mesh"]["seconds"]) == {"voxelize", "field"} and metrics["init_mesh"]["seconds"]["voxelize"] > 0
     assert [e["step"] for e in events if e["type"] == "progress"] == list(range(7, 13))
     assert outputs["mesh_frame"] == "source"
     mesh = trimesh.load(tmp_path / "run" / "mesh.ply")
