@@ -45,8 +45,8 @@ class UVMesh:
 
 def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int, padding: int = 4) -> UVMesh:
     """One xatlas atlas of the mesh (V, 3), (F, 3), scaled to about `size` texels a side with
-    `padding` texels between charts, no chart's boundary longer than MAX_BOUNDARY·sqrt(area).
-    Raises UnwrapError when xatlas returns no usable atlas."""
+    `padding` texels between charts, each chart grown to a boundary of at most MAX_BOUNDARY·sqrt(area)
+    (a bound on growth, not on the final charts). Raises UnwrapError when xatlas returns no usable atlas."""
     corner = vertices[faces[:, 0]]
     area = float(0.5 * np.linalg.norm(np.cross(vertices[faces[:, 1]] - corner, vertices[faces[:, 2]] - corner), axis=1).sum())
     if not np.isfinite(area) or area <= 0:
