@@ -75,7 +75,6 @@ def test_make_asset_keeps_vertex_colours_with_a_warning_when_the_atlas_fails(mon
     assert len(asset.mesh.faces) == 320 and np.asarray(asset.mesh.visual.vertex_colors).std() > 0
 
 
-
 def test_the_chart_boundary_bound_makes_the_unwrap_faster_than_xatlas_unbounded(monkeypatch):
     """MAX_BOUNDARY is for speed (xatlas re-checks a growing chart at every face): on a 9k-face
     torus it takes a third of the unbounded time; asserted at under 0.6, best of two each."""
