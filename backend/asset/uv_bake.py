@@ -27,7 +27,7 @@ UTILIZATION_GUESS = 0.6  # share of the atlas the packed charts cover (xatlas gi
 # max_boundary_length; its later merges and splits can still make longer ones). xatlas re-checks a
 # growing chart's parameterization at every face it adds, so its time grows with the charts' size:
 # this bound cut the unwrap of a 20k-face torus from 6.3 s to 1.3 s (14 -> 91 charts). The cost is
-# padding round the extra charts: 55 -> 39 % of a 1024² texture's texels fall in a chart (README)
+# padding round the extra charts: 55 -> 38 % of a 1024² texture's texels fall in a chart (README)
 MAX_BOUNDARY = 1.0
 
 
