@@ -99,13 +99,19 @@ class NeRFField(nn.Module):
         unit = (points / self.bound + 1) / 2  # (N, 3) in [0, 1]
         return self.mlp(self.encoding(unit))  # (N, 4)
 
+    def _raw_density(self, points: torch.Tensor) -> torch.Tensor:
+        """_raw(points)[:, 0] (N,); a plain voxel grid reads only its density channel."""
+        if self.is_voxel_grid():
+            return self.encoding.first_feature((points / self.bound + 1) / 2)
+        return self._raw(points)[:, 0]
+
     def blob(self, points: torch.Tensor) -> torch.Tensor:
         """The centre's log-density bias (N,) at world points (N, 3), added to raw log density."""
         return self.blob_density * (1 - points.norm(dim=-1) / self.blob_radius)  # (N,)
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         """sigma (N,) at world points (N, 3)."""
-        return self._activate_density(self._raw(points)[:, 0], points)
+        return self._activate_density(self._raw_density(points), points)
 
     def _activate_density(self, raw_density: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         if self.sdf_mode:
@@ -116,7 +122,7 @@ class NeRFField(nn.Module):
         """Signed distance s (N,) at world points (N, 3), negative inside (SDF mode only)."""
         if not self.sdf_mode:
             raise RuntimeError("the field holds log density, not a signed distance; call convert_to_sdf first")
-        return self._raw(points)[:, 0] / SDF_GRID_SCALE
+        return self._raw_density(points) / SDF_GRID_SCALE
 
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self._raw(points)[:, 1:])  # (N, 3)

@@ -136,3 +136,21 @@ def test_sdf_grid_scale_slows_the_distance_not_the_albedo():
     with torch.no_grad():
         field.encoding.grid[0, 0] += 1.0  # one unit of the grid
     assert (field.sdf(points) - s_before).item() == pytest.approx(1 / SDF_GRID_SCALE)
+
+
+@pytest.mark.parametrize("sdf_mode", [False, True])
+def test_density_reads_the_same_values_and_gradients_from_the_density_channel_alone(sdf_mode):
+    field = voxel_field()
+    field.sdf_mode = sdf_mode
+    with torch.no_grad():
+        field.encoding.grid.normal_(generator=torch.Generator().manual_seed(0))
+    points = torch.rand(5000, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    all_channels = field._raw(points)[:, 0]
+    alone = field._raw_density(points)
+    assert torch.equal(all_channels, alone)
+    all_channels.square().sum().backward()
+    expected = field.encoding.grid.grad.clone()
+    field.encoding.grid.grad = None
+    (field.sdf(points) * SDF_GRID_SCALE if sdf_mode else field._raw_density(points)).square().sum().backward()
+    assert torch.allclose(field.encoding.grid.grad, expected, rtol=1e-5, atol=1e-6)
+    assert not field.encoding.grid.grad[0, 1:].any()  # the albedo channels get nothing from the density
