@@ -170,7 +170,7 @@ class DREAMTIME_PT_variations(_DreamTimePanel, Panel):
         for index, row_data in enumerate(variations.rows(props)):
             row = layout.row(align=True)
             psnr = f"  {row_data['psnr']:.1f} dB" if row_data.get("psnr") is not None else ""
-            row.label(text=f"seed {row_data['seed']}  {row_data['label']}{psnr}  ({row_data['status']})")
+            row.label(text=f"seed {row_data['seed']}  {row_data['label']}{psnr}  ({row_data['status'].replace('_', ' ')})")
             button = row.row()
             button.enabled = bool(row_data.get("mesh"))
             button.operator("dreamtime.import_variation", text="Import", icon="IMPORT").index = index

@@ -50,7 +50,7 @@ def _preview(record: dict[str, Any]):
     """The job's final preview scaled to the cell, or None (failed, or no readable preview)."""
     from PIL import Image
 
-    if record["status"] != "done" or not record.get("preview"):
+    if record["status"] not in ("done", "no_mesh") or not record.get("preview"):  # no_mesh: trained, its preview is what it reached
         return None
     try:
         with Image.open(record["preview"]) as image:

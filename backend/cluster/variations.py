@@ -32,6 +32,7 @@ from ..run_folder import atomic_write_text
 log = logging.getLogger("dreamtime")
 
 SHEET_NAME = "variations.png"
+NO_MESH_ERROR = "trained to the end, but the field has no surface to mesh (its preview shows what it reached)"
 INDEX_NAME = "variations.json"
 
 
@@ -47,16 +48,21 @@ def record_of(run_dir: Path, seed: int, status: str = "done", error: str | None 
     previews = sorted((run_dir / "previews").glob("step_*.png"))
     meshes = {fmt: str(run_dir / f"mesh.{fmt}") for fmt in ("glb", "ply", "obj") if (run_dir / f"mesh.{fmt}").is_file()}
     target = quality.get("best_target_name") if quality else None
+    label = target or f"seed {seed}"
+    if status == "done" and not meshes:  # trained to the end, but the field has no surface (protocol outcome no_mesh)
+        status, error, label = "no_mesh", error or NO_MESH_ERROR, f"{label} (no mesh)"
     return {"prompt": "", "seed": seed, "run_dir": str(run_dir), "status": status, "error": error, "time_s": time_s,
             "preview": str(previews[-1]) if previews else None, "mesh": meshes.get("glb") or next(iter(meshes.values()), None),
             "quality": {k: quality[k] for k in ("psnr", "best_target_name", "consistency")} if quality else None,
-            "label": target or f"seed {seed}"}
+            "label": label}
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """How many distinct targets the finished variations reached (analytic prior), and which."""
+    """How many variations ended with a mesh (done), trained to the end without one (no_mesh) or failed,
+    and how many distinct targets those with a mesh reached (analytic prior), and which."""
     reached = Counter(r["quality"]["best_target_name"] for r in records if r["status"] == "done" and r.get("quality"))
     return {"variations": len(records), "done": sum(r["status"] == "done" for r in records),
+            "no_mesh": sum(r["status"] == "no_mesh" for r in records),
             "distinct_targets": len(reached) if reached else None, "targets": dict(reached.most_common())}
 
 
@@ -143,11 +149,12 @@ class Variations:
         index = self.root / INDEX_NAME
         atomic_write_text(index, json.dumps({"prompt": self.config.prompt, "seeds": self.seeds, "schedule": self.config.schedule,
                                              **summary, "records": records}, indent=1, ensure_ascii=False))
+        message = f"{summary['done']} of {len(self.seeds)} variations done"
+        if summary["no_mesh"]:
+            message += f", {summary['no_mesh']} without a mesh"
         if summary["distinct_targets"] is not None:
             reached = ", ".join(f"{name} x{count}" for name, count in summary["targets"].items())
-            message = f"{summary['done']} of {len(self.seeds)} variations done; {summary['distinct_targets']} distinct targets: {reached}"
-        else:
-            message = f"{summary['done']} of {len(self.seeds)} variations done"
+            message += f"; {summary['distinct_targets']} distinct targets: {reached}"
         log.info(message)
         self.on_event(protocol.log("info", message))
         if sheet is not None:
@@ -157,5 +164,5 @@ class Variations:
                 self.on_event(protocol.preview(self.run_id, len(self.seeds) * self.config.steps, str(sheet), image.width, image.height))
         return {"run_dir": str(self.root), "variations": records, "contact_sheet": str(sheet) if sheet else None,
                 "variations_index": str(index), "distinct_targets": summary["distinct_targets"], "targets": summary["targets"],
-                "steps_done": sum(r["status"] == "done" for r in records) * self.config.steps, "summary": message,
+                "steps_done": sum(r["status"] in ("done", "no_mesh") for r in records) * self.config.steps, "summary": message,
                 "outcome": "stopped" if self.stop.is_set() else "complete"}

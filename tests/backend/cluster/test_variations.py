@@ -48,8 +48,20 @@ def test_a_stopped_variations_run_resumes_the_rest(tmp_path):
 
 def test_summary_counts_only_finished_variations():
     records = [{"status": "done", "quality": {"best_target_name": "red torus"}}, {"status": "failed", "quality": None},
-               {"status": "done", "quality": {"best_target_name": "red torus"}}]
-    assert summarize(records) == {"variations": 3, "done": 2, "distinct_targets": 1, "targets": {"red torus": 2}}
+               {"status": "done", "quality": {"best_target_name": "red torus"}},
+               {"status": "no_mesh", "quality": {"best_target_name": "blue torus"}}]
+    assert summarize(records) == {"variations": 4, "done": 2, "no_mesh": 1, "distinct_targets": 1, "targets": {"red torus": 2}}
+
+
+def test_a_variation_that_trained_but_has_no_mesh_is_counted_apart(tmp_path):
+    config = tiny_config(steps=2, preview_every=0, variations=2, mesh_threshold=1e6)  # nothing is that dense: no surface
+    outputs = Variations(config, tmp_path / "v").run()
+    assert [record["status"] for record in outputs["variations"]] == ["no_mesh", "no_mesh"]
+    assert all(record["mesh"] is None and record["preview"] and "no mesh" in record["label"] for record in outputs["variations"])
+    assert outputs["steps_done"] == 4
+    assert "0 of 2 variations done, 2 without a mesh" in outputs["summary"]
+    index = json.loads((tmp_path / "v" / "variations.json").read_text())
+    assert (index["done"], index["no_mesh"]) == (0, 2)
 
 
 @pytest.mark.parametrize("count", [0, 65, 2.5, True])
