@@ -48,9 +48,9 @@ def record_of(run_dir: Path, seed: int, status: str = "done", error: str | None 
     previews = sorted((run_dir / "previews").glob("step_*.png"))
     meshes = {fmt: str(run_dir / f"mesh.{fmt}") for fmt in ("glb", "ply", "obj") if (run_dir / f"mesh.{fmt}").is_file()}
     target = quality.get("best_target_name") if quality else None
-    label = target or f"seed {seed}"
     if status == "done" and not meshes:  # trained to the end, but the field has no surface (protocol outcome no_mesh)
-        status, error, label = "no_mesh", error or NO_MESH_ERROR, f"{label} (no mesh)"
+        status, error = "no_mesh", error or NO_MESH_ERROR
+    label = (target or f"seed {seed}") + (" (no mesh)" if status == "no_mesh" else "")  # also a Ray job's own no_mesh
     return {"prompt": "", "seed": seed, "run_dir": str(run_dir), "status": status, "error": error, "time_s": time_s,
             "preview": str(previews[-1]) if previews else None, "mesh": meshes.get("glb") or next(iter(meshes.values()), None),
             "quality": {k: quality[k] for k in ("psnr", "best_target_name", "consistency")} if quality else None,
