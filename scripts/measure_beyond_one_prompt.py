@@ -9,7 +9,10 @@ scratch), variations-tp and variations-uniform (a torus x 6 seeds). Each result 
 OUT/results.jsonl as it is measured (wall time, CPU time, the load average before and after,
 quality, mesh chi). `--pairs K` measures scratch and init K times, alternating (scratch-2, init-2,
 ...), and prints each pair's init/scratch ratio of wall and of CPU time and their medians: on this
-shared 2-core VM one pair's wall ratio moved from 0.41 to 0.58 between consecutive pairs.
+shared 2-core VM one pair's wall ratio moved from 0.41 to 0.58 between consecutive pairs. Two more
+ratios take the fixed costs out (imports, set-up, export): `steps`, the seconds of init's training
+steps over scratch's, and `steps_if_alike`, scratch's own steps from init's start step on over all
+of them (what init's steps would cost at scratch's speed; above 0.40 when late steps cost more).
 """
 
 from __future__ import annotations
@@ -66,6 +69,17 @@ def summary(run_dir: Path) -> dict:
             "train_s": round(metrics.get("train_s", 0), 1)}
 
 
+def step_seconds(run_dir: Path, first: int = 0) -> float:
+    """Seconds a run's training steps took (metrics.json step_s), from step `first` on: no set-up, export or imports."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return sum(seconds for step, seconds in zip(metrics["step"], metrics["step_s"]) if step >= first)
+
+
+def start_step(run_dir: Path) -> int:
+    """The first step a run trained (a run from a shape starts part-way)."""
+    return json.loads((run_dir / "metrics.json").read_text())["step"][0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -75,12 +89,17 @@ def main() -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     torus, sphere = analytic_mesh("torus", out / "torus.ply"), analytic_mesh("sphere", out / "sphere.ply")
+
+    def scratch(name: str) -> list[str]:
+        return ["a blue torus", "--run-dir", str(out / name)]
+
+    def init(name: str) -> list[str]:
+        return ["a blue torus", "--init-mesh", str(torus), "--strength", "0.4", "--run-dir", str(out / name)]
+
     runs = {
-        "scratch": ["a blue torus", "--run-dir", str(out / "scratch")],
-        "init": ["a blue torus", "--init-mesh", str(torus), "--strength", "0.4", "--run-dir", str(out / "init")],
-        **{f"{name}-{k}": flags[:-1] + [str(out / f"{name}-{k}")] for k in range(2, args.pairs + 1)
-           for name, flags in (("scratch", ["a blue torus", "--run-dir", ""]),
-                               ("init", ["a blue torus", "--init-mesh", str(torus), "--strength", "0.4", "--run-dir", ""]))},
+        "scratch": scratch("scratch"),
+        "init": init("init"),
+        **{f"{kind}-{k}": flags(f"{kind}-{k}") for k in range(2, args.pairs + 1) for kind, flags in (("scratch", scratch), ("init", init))},
         "cube": ["a red cube", "--init-mesh", str(sphere), "--strength", "1.0", "--run-dir", str(out / "cube")],
         "refine-300": ["a blue torus", "--steps", "300", "--run-dir", str(out / "refine-300")],
         "refine": ["--resume", str(out / "refine-300"), "--steps", "700"],
@@ -111,7 +130,10 @@ def main() -> int:
     pairs = [k for k in ["", *(f"-{k}" for k in range(2, args.pairs + 1))] if f"init{k}" in walls and f"scratch{k}" in walls]
     if pairs:
         ratios = {"wall": [walls[f"init{k}"] / walls[f"scratch{k}"] for k in pairs],
-                  "cpu": [cpus[f"init{k}"] / cpus[f"scratch{k}"] for k in pairs]}
+                  "cpu": [cpus[f"init{k}"] / cpus[f"scratch{k}"] for k in pairs],
+                  "steps": [step_seconds(out / f"init{k}") / step_seconds(out / f"scratch{k}") for k in pairs],
+                  "steps_if_alike": [step_seconds(out / f"scratch{k}", start_step(out / f"init{k}")) / step_seconds(out / f"scratch{k}")
+                                     for k in pairs]}
         print(json.dumps({f"init_over_scratch_{kind}": {"pairs": [round(r, 3) for r in values],
                                                          "median": round(sorted(values)[len(values) // 2], 3)}
                           for kind, values in ratios.items()}))

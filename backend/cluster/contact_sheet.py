@@ -9,6 +9,7 @@ from typing import Any
 CELL = 160  # pixels per side of a preview cell
 CAPTION = 30  # pixels of text under each cell
 FAILED_GREY = (120, 120, 120)
+TRAINED = ("done", "no_mesh")  # statuses of a job that trained to the end, with a mesh or without one
 
 
 def contact_sheet(records: list[dict[str, Any]], path: str | Path, columns: int | None = None) -> Path:
@@ -50,7 +51,7 @@ def _preview(record: dict[str, Any]):
     """The job's final preview scaled to the cell, or None (failed, or no readable preview)."""
     from PIL import Image
 
-    if record["status"] not in ("done", "no_mesh") or not record.get("preview"):  # no_mesh: trained, its preview is what it reached
+    if record["status"] not in TRAINED or not record.get("preview"):  # no_mesh: its preview is what it reached
         return None
     try:
         with Image.open(record["preview"]) as image:

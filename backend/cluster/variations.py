@@ -28,6 +28,7 @@ from typing import Any, Callable
 from .. import protocol
 from ..config import GenerationConfig
 from ..run_folder import atomic_write_text
+from .contact_sheet import TRAINED
 
 log = logging.getLogger("dreamtime")
 
@@ -164,5 +165,5 @@ class Variations:
                 self.on_event(protocol.preview(self.run_id, len(self.seeds) * self.config.steps, str(sheet), image.width, image.height))
         return {"run_dir": str(self.root), "variations": records, "contact_sheet": str(sheet) if sheet else None,
                 "variations_index": str(index), "distinct_targets": summary["distinct_targets"], "targets": summary["targets"],
-                "steps_done": sum(r["status"] in ("done", "no_mesh") for r in records) * self.config.steps, "summary": message,
+                "steps_done": sum(r["status"] in TRAINED for r in records) * self.config.steps, "summary": message,
                 "outcome": "stopped" if self.stop.is_set() else "complete"}
