@@ -9,7 +9,7 @@ import bpy
 from bpy.props import IntProperty, StringProperty
 from bpy.types import Operator
 
-from . import backends, client, installer, mesh_import, selection
+from . import backends, client, installer, mesh_import, selection, variations
 
 
 class DREAMTIME_OT_generate(Operator):
@@ -50,12 +50,14 @@ class DREAMTIME_OT_generate(Operator):
 
 
 class DREAMTIME_OT_refine(Operator):
-    """Continue a finished run of the history to "Refine to" steps in all (a new run folder beside it; the run itself is kept)"""
+    """Continue a finished run to "Refine to" steps in all (a new run folder beside it; the run itself is kept):
+    a run of the history, or one take of the last variations run"""
 
     bl_idname = "dreamtime.refine"
     bl_label = "Refine"
 
     history_index: IntProperty(default=-1, options={"HIDDEN", "SKIP_SAVE"})
+    variation_index: IntProperty(default=-1, options={"HIDDEN", "SKIP_SAVE"})  # >= 0: that row of the Variations panel
 
     @classmethod
     def poll(cls, context):
@@ -63,18 +65,23 @@ class DREAMTIME_OT_refine(Operator):
 
     def execute(self, context):
         props = context.scene.dreamtime
-        if not 0 <= self.history_index < len(props.history):
-            self.report({"ERROR"}, "Refine: choose a run in the history")
-            return {"CANCELLED"}
-        item = props.history[self.history_index]
-        if item.variations > 1:
-            error = "Refine: a variations run holds several runs; import one and refine it from the command line"
-        elif props.refine_steps <= item.steps_done:
-            error = f"steps: a refine must go past the {item.steps_done} steps the run has done; got {props.refine_steps}"
+        takes = variations.rows(props)
+        if 0 <= self.variation_index < len(takes):
+            take = takes[self.variation_index]
+            prompt, run_dir, steps_done, source = take["prompt"] or props.prompt, take.get("run_dir"), take.get("steps_done", 0), ""
+            error = None if run_dir and take["status"] in variations.TRAINED else f"Refine: seed {take['seed']} did not train to the end"
+        elif 0 <= self.history_index < len(props.history):
+            item = props.history[self.history_index]
+            prompt, run_dir, steps_done, source = item.prompt, item.backend_run_dir or item.run_dir, item.steps_done, item.source_object
+            error = None if item.variations <= 1 else "Refine: a variations run holds several runs; refine one in the Variations panel"
         else:
-            config = {"prompt": item.prompt, "refine_from": item.backend_run_dir or item.run_dir, "steps": props.refine_steps}
-            props.source_object = item.source_object  # a refine of a run from an object lands in its place too
-            error = client.start(context.scene, config)
+            self.report({"ERROR"}, "Refine: choose a run in the history or a variation")
+            return {"CANCELLED"}
+        if not error and props.refine_steps <= steps_done:
+            error = f"steps: a refine must go past the {steps_done} steps the run has done; got {props.refine_steps}"
+        if not error:
+            props.source_object = source  # a refine of a run from an object lands in its place too; a variation's at the cursor
+            error = client.start(context.scene, {"prompt": prompt, "refine_from": run_dir, "steps": props.refine_steps})
         if error:
             props.error = error
             self.report({"ERROR"}, error)
@@ -93,11 +100,11 @@ class DREAMTIME_OT_import_variation(Operator):
 
     def execute(self, context):
         props = context.scene.dreamtime
-        variations = json.loads(props.variations_json or "[]")  # variations.rows
-        if not 0 <= self.index < len(variations) or not variations[self.index].get("mesh"):
+        takes = variations.rows(props)
+        if not 0 <= self.index < len(takes) or not takes[self.index].get("mesh"):
             self.report({"ERROR"}, "This variation has no mesh")
             return {"CANCELLED"}
-        chosen = variations[self.index]
+        chosen = takes[self.index]
         try:
             obj = mesh_import.import_mesh(context, chosen["mesh"], f"{props.prompt} (seed {chosen['seed']})")
         except (RuntimeError, OSError) as exc:

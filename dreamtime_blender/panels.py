@@ -174,6 +174,10 @@ class DREAMTIME_PT_variations(_DreamTimePanel, Panel):
             button = row.row()
             button.enabled = bool(row_data.get("mesh"))
             button.operator("dreamtime.import_variation", text="Import", icon="IMPORT").index = index
+            button = row.row()
+            button.enabled = row_data["status"] in variations.TRAINED and bool(row_data.get("run_dir"))
+            button.operator("dreamtime.refine", text="Refine", icon="MODIFIER").variation_index = index
+        layout.prop(props, "refine_steps")  # what a take's Refine trains to
 
 
 classes = (DREAMTIME_PT_main, DREAMTIME_PT_schedule, DREAMTIME_PT_advanced, DREAMTIME_UL_history, DREAMTIME_PT_history,

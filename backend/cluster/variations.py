@@ -53,6 +53,7 @@ def record_of(run_dir: Path, seed: int, status: str = "done", error: str | None 
         status, error = "no_mesh", error or NO_MESH_ERROR
     label = (target or f"seed {seed}") + (" (no mesh)" if status == "no_mesh" else "")  # also a Ray job's own no_mesh
     return {"prompt": "", "seed": seed, "run_dir": str(run_dir), "status": status, "error": error, "time_s": time_s,
+            "steps_done": metrics["step"][-1] + 1 if metrics.get("step") else 0,  # what a refine must go past
             "preview": str(previews[-1]) if previews else None, "mesh": meshes.get("glb") or next(iter(meshes.values()), None),
             "quality": {k: quality[k] for k in ("psnr", "best_target_name", "consistency")} if quality else None,
             "label": label}

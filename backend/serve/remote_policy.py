@@ -10,7 +10,8 @@ A token admits generations, not the server's filesystem. The TCP server (tcp_ser
 - targets: the analytic prior's targets travel as data (`{"targets": [...]}`); a path is refused;
   so is an init mesh (`init_mesh`: a file on the client's machine, which cannot travel yet);
 - resuming: a refine (`refine_from`) only of a run folder this server made, named as its events
-  name it (relative to the output root): a real folder directly in the root, not a symlink;
+  name it (relative to the output root): a real folder directly in the root, or a variation in a
+  variations run there, never a symlink;
 - models: a hub id (sent on as `hub:ID`, never read as a folder of the server's working
   directory), or a folder under one of the operator's model roots (`serve --models DIR`), named
   relative to it and resolved with its symlinks inside that root; anything else is refused;
@@ -33,6 +34,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from .. import protocol
+from ..cluster.variations import INDEX_NAME as VARIATIONS_INDEX
 from ..config import HUB_ID, HUB_PREFIX, ConfigError, GenerationConfig
 
 log = logging.getLogger("dreamtime.server")
@@ -117,12 +119,19 @@ class RemotePolicy:
 
     def server_run(self, name: Any) -> Path:
         """The run folder this server made that `name` names (relative to the output root, as the
-        events show it): a real folder directly in the root, never a symlink out of it."""
-        leaf = name.strip().rstrip("/\\") if isinstance(name, str) else ""
-        if leaf and not any(sep in leaf for sep in "/\\") and leaf not in (".", ".."):
-            folder = self.out_root / leaf
-            if not folder.is_symlink() and folder.is_dir() and folder.resolve().parent == self.out_root:
-                return folder
+        events show it): a real folder directly in the root, or one variation of a variations run
+        there (`RUN/s3`, `RUN/s3-refine-900`: RUN holds the server's variations.json); never a
+        symlink, never a folder outside."""
+        parts = re.split(r"[/\\]", name.strip().rstrip("/\\")) if isinstance(name, str) else []
+        if 1 <= len(parts) <= 2 and all(part and part not in (".", "..") for part in parts):
+            folder, parent = self.out_root, self.out_root
+            for part in parts:
+                parent, folder = folder, folder / part
+                if folder.is_symlink() or not folder.is_dir() or folder.resolve().parent != parent.resolve():
+                    break
+            else:
+                if len(parts) == 1 or (parent / VARIATIONS_INDEX).is_file():
+                    return folder
         raise ConfigError("refine_from", "must name a run folder this backend made, as its events name it (the run's run_dir)")
 
     def available_models(self) -> list[str]:

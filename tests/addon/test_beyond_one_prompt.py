@@ -81,8 +81,30 @@ def scenario_variations_and_import():
     sheet = bpy.data.images[addon.variations.IMAGE_NAME]
     auto_imported = [o.name for o in bpy.data.objects if o.name.startswith("a red torus or a blue torus")]
     assert bpy.ops.dreamtime.import_variation(index=1) == {"FINISHED"}
+    imported = [o.name for o in bpy.data.objects if "seed 1" in o.name]
+    # the chosen take pushed further: Refine on its row (below its steps refused), and Refine in the History refused
+    refused = []
+    for index in ({"variation_index": 1}, {"history_index": 0}):
+        props.refine_steps = 6 if "variation_index" in index else 8
+        try:  # an operator's ERROR report raises when called from a script
+            bpy.ops.dreamtime.refine(**index)
+        except RuntimeError:
+            pass
+        refused.append(props.error)
+    props.refine_steps, props.error = 8, ""
+    assert bpy.ops.dreamtime.refine(variation_index=1) == {"FINISHED"}
+    pump_until(client, lambda: not client.busy(), timeout=240)
+    assert props.status.startswith("done") and not props.error, (props.status, props.error, props.error_hint)
+    refined = props.history[1]
+    with open(os.path.join(refined.run_dir, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    with open(os.path.join(refined.run_dir, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
     return {"rows": rows, "sheet_size": list(sheet.size), "auto_imported": auto_imported, "summary": props.variations_summary,
-            "imported": [o.name for o in bpy.data.objects if "seed 1" in o.name], "history_variations": props.history[0].variations}
+            "imported": imported, "history_variations": props.history[0].variations, "refused": refused,
+            "refined_dir": refined.run_dir, "refined_steps": metrics["step"], "steps_before": metrics["refine"]["steps_before"],
+            "refined_seed": config["seed"],
+            "refined_objects": [o.name for o in bpy.data.objects if o.name.startswith("a red torus or a blue torus")]}
 
 
 def scenario_start_from_nothing_selected():
@@ -136,6 +158,12 @@ def test_variations_show_a_sheet_and_import_the_chosen_one(blender):
     assert result["sheet_size"] == [2 * 160, 160 + 30]
     assert result["auto_imported"] == [] and result["imported"] and result["history_variations"] == 2
     assert "distinct targets" in result["summary"]
+    assert "must go past the 6 steps" in result["refused"][0] and "Variations panel" in result["refused"][1]
+    assert [row["steps_done"] for row in result["rows"]] == [6, 6]
+    assert result["refined_dir"] == result["rows"][1]["run_dir"] + "-refine-8"  # beside seed 1's folder, inside the variations run
+    assert result["refined_steps"] == list(range(8)) and result["steps_before"] == 6 and result["refined_seed"] == 1
+    # the refined take is imported (the variations themselves were not), beside the one imported by hand
+    assert sorted(result["refined_objects"]) == ["a red torus or a blue torus", "a red torus or a blue torus (seed 1)"]
 
 
 def test_nothing_selected_is_a_clear_error_and_the_curve_dims_the_skipped_steps(blender):

@@ -146,6 +146,11 @@ def scenario_every_draw_in_every_state():
     os.environ.pop("DREAMTIME_BACKEND_PYTHON")
     prefs.backend_python = ""
     state("no backend Python")
+    props.variations_json = json.dumps([{"seed": 0, "label": "red torus", "psnr": 40.0, "status": "done", "mesh": "/v/s0/mesh.glb",
+                                         "run_dir": "/v/s0", "prompt": "a torus", "steps_done": 700},
+                                        {"seed": 1, "label": "seed 1", "psnr": None, "status": "failed", "mesh": None, "run_dir": "/v/s1",
+                                         "prompt": "a torus", "steps_done": 0}])
+    state("variations, one failed")
     prefs.backend = "remote"
     state("remote")
     drawn = [name for name, _ in log]
@@ -199,6 +204,8 @@ def test_every_panel_and_the_preferences_draw_only_what_blender_has(blender):
     assert {"prompt", "steps", "m1", "s2", "t_min", "guidance_scale", "backend", "model", "device"} <= set(result["props"])
     assert {"prop", "operator", "label", "progress", "template_list", "template_icon"} <= set(result["functions"])
     labels = result["labels"]
+    assert "seed 0  red torus  40.0 dB  (done)" in labels and "seed 1  seed 1  (failed)" in labels  # the Variations rows
+    assert "refine_steps" in result["props"]
     assert "Runs on cuda: 5000 steps (its preset)" in labels  # a CUDA backend: its preset, not the CPU's 700
     assert any(label.startswith("Device not known yet") for label in labels)
     assert any(label.startswith("Allow Online Access is off") for label in labels)

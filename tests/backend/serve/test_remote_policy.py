@@ -86,7 +86,15 @@ def test_only_run_folders_the_server_made_are_refined(tmp_path):
     assert policy.apply({"prompt": "x", "refine_from": made.name})["refine_from"] == str(made.resolve())
     assert policy.apply({"prompt": "x", "refine_from": made.name + "/"})["refine_from"] == str(made.resolve())
     (paths["root"] / "file").write_text("")
-    for name in ("link", str(made), "../outside", f"{made.name}/previews", ".", "..", "", "file", "missing", 3):
+    variations = paths["root"] / "20250101-130000-a-torus-s0"  # a variations run: its seeds' folders can be refined
+    (variations / "s3").mkdir(parents=True)
+    (variations / "variations.json").write_text("{}")
+    (variations / "s4").symlink_to(paths["outside"])
+    for name in (f"{variations.name}/s3", f"{variations.name}\\s3/"):
+        assert policy.apply({"prompt": "x", "refine_from": name})["refine_from"] == str(variations / "s3")
+    for name in ("link", str(made), "../outside", f"{made.name}/previews", ".", "..", "", "file", "missing", 3, "link/model",
+                 f"{variations.name}/s4", f"{variations.name}/s3/..", f"{variations.name}/../{made.name}", f"{variations.name}/missing",
+                 f"{variations.name}/s3/previews", f"/{variations.name}/s3", f"{variations.name}//s3"):
         with pytest.raises(ConfigError) as info:
             policy.apply({"prompt": "x", "refine_from": name} if name != "" else {"prompt": "x", "refine_from": " "})
         assert info.value.field == "refine_from" and str(tmp_path) not in str(info.value), name
@@ -208,6 +216,19 @@ def test_a_remote_refine_continues_only_a_run_this_server_made(remote):
         events += outcome(remote.client, f"x{index}")
         assert (events[-1]["code"], events[-1].get("field")) == ("config", *change), (change, events[-1])
     assert sorted(p.name for p in paths["outside"].iterdir()) == ["model", "targets.json"]
+    assert_no_server_path(remote, events)
+
+
+def test_a_remote_refine_continues_one_take_of_a_variations_run(remote):
+    remote.client.send("generate", id="takes", config={**QUICK, "variations": 2})
+    events = outcome(remote.client, "takes")
+    assert events[-1]["type"] == "done", events[-1]
+    take = events[-1]["outputs"]["variations"][1]["run_dir"]  # "RUN/s1", as the panel's Variations row keeps it
+    assert take == events[-1]["outputs"]["run_dir"] + "/s1"
+    remote.client.send("generate", id="push", config={"prompt": QUICK["prompt"], "refine_from": take, "steps": QUICK["steps"] + 2})
+    events += outcome(remote.client, "push")
+    assert events[-1]["type"] == "done" and events[-1]["outputs"]["run_dir"] == take + "-refine-4", events[-1]
+    assert (remote.paths["root"] / take / "checkpoint.pt").is_file() and (remote.paths["root"] / (take + "-refine-4") / "mesh.glb").is_file()
     assert_no_server_path(remote, events)
 
 
