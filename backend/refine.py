@@ -58,6 +58,9 @@ def check_refine(run_dir: str | Path, steps: int) -> tuple[GenerationConfig, int
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError("refine_from", f"no run folder at {run_dir}")
+    if (run_dir / "variations.json").is_file():  # cluster/variations.py's INDEX_NAME: N runs, one per seed
+        seed = min((p.name for p in run_dir.glob("s*") if (p / CHECKPOINT_NAME).is_file()), default="s0")
+        raise ConfigError("refine_from", f"{run_dir.name} is a variations run: refine one of its seeds, e.g. {run_dir / seed}")
     config, done = run_config(run_dir), steps_done(run_dir)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= done:
         raise ConfigError("steps", f"a refine must go past the {done} steps {run_dir.name} has done; got {steps!r}")

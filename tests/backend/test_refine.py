@@ -55,11 +55,15 @@ def test_bad_refines_name_the_field_and_write_nothing(finished, tmp_path):
             prepare_refine(finished, steps)
         assert error.value.field == "steps"
     (tmp_path / "empty").mkdir()
-    for folder, message in ((tmp_path / "nowhere", "no run folder"), (tmp_path / "empty", "no readable config.json")):
+    (tmp_path / "takes" / "s3").mkdir(parents=True)  # a variations run's root: its seeds are the runs
+    (tmp_path / "takes" / "variations.json").write_text("{}")
+    (tmp_path / "takes" / "s3" / "checkpoint.pt").write_text("")
+    for folder, message in ((tmp_path / "nowhere", "no run folder"), (tmp_path / "empty", "no readable config.json"),
+                            (tmp_path / "takes", "takes is a variations run: refine one of its seeds, e.g. .*takes/s3")):
         with pytest.raises(ConfigError, match=message) as error:
             prepare_refine(folder, 20)
         assert error.value.field == "refine_from"
-    assert digests(finished) == before and sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run"]
+    assert digests(finished) == before and sorted(p.name for p in tmp_path.iterdir()) == ["empty", "run", "takes"]
 
 
 def test_cli_refine_prints_the_new_folder_and_refuses_fewer_steps(finished):

@@ -228,7 +228,8 @@ def test_a_remote_refine_continues_one_take_of_a_variations_run(remote):
     remote.client.send("generate", id="push", config={"prompt": QUICK["prompt"], "refine_from": take, "steps": QUICK["steps"] + 2})
     events += outcome(remote.client, "push")
     assert events[-1]["type"] == "done" and events[-1]["outputs"]["run_dir"] == take + "-refine-4", events[-1]
-    assert (remote.paths["root"] / take / "checkpoint.pt").is_file() and (remote.paths["root"] / (take + "-refine-4") / "mesh.glb").is_file()
+    root = remote.paths["root"]
+    assert (root / take / "checkpoint.pt").is_file() and (root / (take + "-refine-4") / "mesh.glb").is_file()
     assert_no_server_path(remote, events)
 
 
