@@ -68,8 +68,9 @@ class DREAMTIME_OT_refine(Operator):
         takes = variations.rows(props)
         if 0 <= self.variation_index < len(takes):
             take = takes[self.variation_index]
-            prompt, run_dir, steps_done, source = take["prompt"] or props.prompt, take.get("run_dir"), take.get("steps_done", 0), ""
-            error = None if run_dir and take["status"] in variations.TRAINED else f"Refine: seed {take['seed']} did not train to the end"
+            prompt, run_dir, steps_done, source = take.get("prompt") or props.prompt, take.get("run_dir"), take.get("steps_done", 0), ""
+            error = (f"Refine: seed {take['seed']} did not train to the end" if take["status"] not in variations.TRAINED else
+                     None if run_dir else f"Refine: seed {take['seed']}'s run folder is not known (a variations run of an older add-on)")
         elif 0 <= self.history_index < len(props.history):
             item = props.history[self.history_index]
             prompt, run_dir, steps_done, source = item.prompt, item.backend_run_dir or item.run_dir, item.steps_done, item.source_object
