@@ -69,11 +69,12 @@ class RunArtifacts:
                                settings.ambient) for i in range(n)]
 
     # ------------------------------------------------------------------ images
-    def write_preview(self, step: int) -> Path:
+    def write_preview(self, step: int, ring: torch.Tensor | None = None) -> Path:
+        """previews/step_XXXXX.png: one view of the ring, the next each preview; taken from `ring` (render_ring()) when given."""
         from PIL import Image
 
         index = (step // max(self.config.preview_every, 1)) % len(self.ring)
-        image = self.render_ring(cameras=self.ring[index])[0]  # (H, W, 3)
+        image = self.render_ring(cameras=self.ring[index])[0] if ring is None else ring[index]  # (H, W, 3)
         pixels = (image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
         path = self.run_dir / "previews" / f"step_{step:05d}.png"
         with atomic_path(path) as tmp:
@@ -82,11 +83,11 @@ class RunArtifacts:
         self.on_event(protocol.preview(self.run_id, step, str(path), pixels.shape[1], pixels.shape[0]))
         return path
 
-    def write_ring(self) -> Path:
-        """The evaluation ring side by side in one PNG (ring.png in the run folder)."""
+    def write_ring(self, ring: torch.Tensor | None = None) -> Path:
+        """The evaluation ring side by side in one PNG (ring.png in the run folder); `ring`: render_ring(), if made already."""
         from PIL import Image
 
-        views = self.render_ring().clamp(0, 1).cpu()  # (V, H, W, 3)
+        views = (self.render_ring() if ring is None else ring).clamp(0, 1).cpu()  # (V, H, W, 3)
         strip = torch.cat(list(views), dim=1)  # (H, V*W, 3)
         path = self.run_dir / "ring.png"
         with atomic_path(path) as tmp:
@@ -187,11 +188,12 @@ class RunArtifacts:
         return paths
 
     # ------------------------------------------------------------------ quality (analytic prior)
-    def evaluate_quality(self) -> dict[str, Any]:
+    def evaluate_quality(self, ring: torch.Tensor | None = None) -> dict[str, Any]:
+        """The ring against every target's (metrics.ring_quality); `ring`: render_ring(), if made already."""
         from .metrics import ring_quality
 
         resolution = self.config.preview_resolution
-        renders = self.render_ring(resolution)
+        renders = self.render_ring(resolution) if ring is None else ring
         targets = self.guidance.targets
         if self._target_ring is None:  # the targets never change: render their ring once
             settings = self._eval_settings(self.ring)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .adam import FieldAdam
 from .errors import TrainingError
 from .field import NeRFField
 from .run_folder import atomic_path
@@ -21,7 +22,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 
 
-def save_checkpoint(run_dir: Path, step: int, field: NeRFField, optimizer: torch.optim.Optimizer, metrics: dict[str, Any]) -> Path:
+def save_checkpoint(run_dir: Path, step: int, field: NeRFField, optimizer: FieldAdam, metrics: dict[str, Any]) -> Path:
     """The state after `step` steps, as run_dir/checkpoint.pt; returns its path."""
     path = run_dir / CHECKPOINT_NAME
     state = {
@@ -37,7 +38,7 @@ def save_checkpoint(run_dir: Path, step: int, field: NeRFField, optimizer: torch
     return path
 
 
-def load_checkpoint(run_dir: Path, field: NeRFField, optimizer: torch.optim.Optimizer, device: torch.device) -> tuple[int, dict[str, Any]]:
+def load_checkpoint(run_dir: Path, field: NeRFField, optimizer: FieldAdam, device: torch.device) -> tuple[int, dict[str, Any]]:
     """Load run_dir/checkpoint.pt into `field` and `optimizer`; returns (its step, its metrics)."""
     path = run_dir / CHECKPOINT_NAME
     if not path.exists():
@@ -53,7 +54,7 @@ def load_checkpoint(run_dir: Path, field: NeRFField, optimizer: torch.optim.Opti
     return step, state.get("metrics", {})
 
 
-def _matching_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _matching_optimizer_state(saved: dict[str, Any], optimizer: FieldAdam) -> dict[str, Any]:
     """Adam's saved state with each moment shaped as its parameter is now: the same numbers, reshaped,
     where the field's layout changed (tcnn's flat table (T * F,) against the torch grid's (T, F))."""
     params = [p for group in optimizer.param_groups for p in group["params"]]

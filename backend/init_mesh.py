@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .adam import FieldAdam
 from .config import ConfigError
 from .field import SDF_GRID_SCALE, NeRFField
 
@@ -206,7 +207,7 @@ def fit_field(field: NeRFField, shape: InitShape, steps: int = FIT_STEPS, seed: 
     if shape.albedo is not None:
         volumes.append(torch.as_tensor(shape.albedo, dtype=torch.float32).permute(3, 0, 1, 2))
     target_grid = torch.cat(volumes)[None].to(device)
-    optimizer = torch.optim.Adam(field.parameters(), lr=1e-2)
+    optimizer = FieldAdam([{"params": field.parameters(), "lr": 1e-2}])
     generator = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
     for _ in range(steps):

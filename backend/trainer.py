@@ -23,6 +23,7 @@ from typing import Any, Callable
 import torch
 
 from . import protocol
+from .adam import FieldAdam
 from .artifacts import RunArtifacts
 from .cameras import Cameras, evaluation_ring, fixed_light, light_directions, random_cameras
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -141,7 +142,7 @@ class Trainer:
             handler.close()
             self._log_handler = None
 
-    def _make_optimizer(self) -> torch.optim.Adam:
+    def _make_optimizer(self) -> FieldAdam:
         cfg = self.config
         groups = [{"params": self.field.encoding_parameters(), "lr": cfg.lr}, {"params": self.field.network_parameters(), "lr": cfg.lr_mlp}]
         return make_adam(groups, self.device)
@@ -239,12 +240,8 @@ class Trainer:
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         total = loss.float() + torch.stack(torch._foreach_norm(grads)).float().sum() if grads else loss.float()
         finite = torch.isfinite(total)
-        if self.optimizer.defaults.get("fused"):
-            self.optimizer.found_inf = (~finite).float()
-            try:
-                self.optimizer.step()
-            finally:
-                del self.optimizer.found_inf
+        if self.optimizer.defaults["fused"]:
+            self.optimizer.step(found_inf=(~finite).float())
         elif bool(finite):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -362,7 +359,8 @@ class Trainer:
         self.metrics["peak_mem_mb"], self.metrics["peak_mem_kind"] = device_peak_memory(self.device)  # of setup and training
         artifacts = self.artifacts
         self._save_checkpoint(step)
-        artifacts.write_preview(step)
+        ring = artifacts.render_ring()  # the final field's ring, rendered once: the last preview, ring.png and the quality
+        artifacts.write_preview(step, ring)
         tick = time.perf_counter()
         paths = artifacts.extract_mesh(cfg.export)
         self.metrics["mesh_s"] = time.perf_counter() - tick
@@ -370,9 +368,9 @@ class Trainer:
         self.outputs["mesh"] = str(paths[cfg.export[0]]) if paths else None
         self.outputs["mesh_files"] = [str(path) for path in paths.values()]  # every file of the asset, texture and material included
         self.outputs["outcome"] = "no_mesh" if not paths else "stopped" if "stopped_at" in self.outputs else "complete"
-        self.outputs["ring"] = str(artifacts.write_ring())
+        self.outputs["ring"] = str(artifacts.write_ring(ring))
         if self.guidance_kind == "analytic":
-            self.metrics["quality"] = artifacts.evaluate_quality()
+            self.metrics["quality"] = artifacts.evaluate_quality(ring)
             if artifacts.mesh is not None:
                 self.metrics["mesh"].update(artifacts.mesh_error(self.metrics["quality"]["best_target"]))
         self.metrics["total_s"] = time.perf_counter() - started

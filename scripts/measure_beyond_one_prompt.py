@@ -13,6 +13,12 @@ shared 2-core VM one pair's wall ratio moved from 0.41 to 0.58 between consecuti
 ratios take the fixed costs out (imports, set-up, export): `steps`, the seconds of init's training
 steps over scratch's, and `steps_if_alike`, scratch's own steps from init's start step on over all
 of them (what init's steps would cost at scratch's speed; above 0.40 when late steps cost more).
+
+`--server` sends every run to one `python -m backend serve` over its stdio protocol instead, as the
+Blender panel does (one backend for the session: torch imported once): a run's wall time is from
+its `generate` request to its `done` event, its CPU time the server's own over that span. The
+first request warms the server (a 20-step run, not recorded), as an artist's first generation of
+a session would.
 """
 
 from __future__ import annotations
@@ -61,6 +67,57 @@ def generate(*args: str) -> tuple[Path, float, float]:
     return Path(result.stdout.strip().splitlines()[-1]), wall, cpu
 
 
+class Server:
+    """One `python -m backend serve` on stdio; run() sends a generate request and waits for its done event."""
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.events: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self.events.put(json.loads(line)) for line in self.proc.stdout], daemon=True).start()
+        self.count = 0
+        self.wait("ready")
+
+    def wait(self, kind: str, run_id: str | None = None) -> dict:
+        while True:
+            event = self.events.get(timeout=3600)
+            if event["type"] == "error" and event.get("id") in (run_id, None):
+                raise RuntimeError(event["message"])
+            if event["type"] == kind and (run_id is None or event.get("id") == run_id):
+                return event
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def run(self, config: dict) -> tuple[Path, float, float]:
+        self.count += 1
+        run_id = f"m{self.count}"
+        cpu_before, started = self.cpu_seconds(), time.perf_counter()
+        self.proc.stdin.write(json.dumps({"type": "generate", "id": run_id, "config": config}) + "\n")
+        self.proc.stdin.flush()
+        done = self.wait("done", run_id)
+        return Path(done["outputs"]["run_dir"]), time.perf_counter() - started, self.cpu_seconds() - cpu_before
+
+    def close(self) -> None:
+        self.proc.stdin.write(json.dumps({"type": "shutdown"}) + "\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+
+def server_config(flags: list[str]) -> dict:
+    """generate's flags, as the request's config (prompt, --init-mesh, --strength, --steps, --run-dir)."""
+    config, rest = {"prompt": flags[0]}, iter(flags[1:])
+    names = {"--init-mesh": ("init_mesh", str), "--strength": ("strength", float), "--steps": ("steps", int), "--run-dir": ("run_dir", str)}
+    for flag in rest:
+        name, kind = names[flag]
+        config[name] = kind(next(rest))
+    return config
+
+
 def summary(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     quality, mesh = metrics.get("quality", {}), metrics.get("mesh", {})
@@ -85,7 +142,10 @@ def main() -> int:
     parser.add_argument("out")
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--pairs", type=int, default=1, help="scratch and init this many times, alternating")
+    parser.add_argument("--server", action="store_true", help="every run through one warm `serve` process, as the panel runs them")
     args = parser.parse_args()
+    if args.server and args.only and not set(args.only) <= {"scratch", "init", "cube"}:
+        parser.error("--server measures scratch, init and cube (refine and variations are CLI flags)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     torus, sphere = analytic_mesh("torus", out / "torus.ply"), analytic_mesh("sphere", out / "sphere.ply")
@@ -106,6 +166,9 @@ def main() -> int:
         "variations-tp": ["a torus", "--variations", "6", "--schedule", "tp", "--run-dir", str(out / "variations-tp")],
         "variations-uniform": ["a torus", "--variations", "6", "--schedule", "uniform", "--run-dir", str(out / "variations-uniform")],
     }
+    server = Server() if args.server else None
+    if server:
+        server.run({"prompt": "a blue torus", "steps": 20, "run_dir": str(out / "warm-up")})
     walls: dict[str, float] = {}
     cpus: dict[str, float] = {}
     for name, flags in runs.items():
@@ -113,8 +176,9 @@ def main() -> int:
         if args.only and kind not in args.only and not (name == "refine-300" and "refine" in args.only):
             continue
         load_before = os.getloadavg()[0]
-        run_dir, wall, cpu = generate(*flags)
-        record = {"name": name, "command": "python -m backend generate " + " ".join(flags), "run_dir": str(run_dir),
+        run_dir, wall, cpu = server.run(server_config(flags)) if server else generate(*flags)
+        command = f"serve: generate {json.dumps(server_config(flags))}" if server else "python -m backend generate " + " ".join(flags)
+        record = {"name": name, "command": command, "run_dir": str(run_dir),
                   "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_before": round(load_before, 1),
                   "load_after": round(os.getloadavg()[0], 1)}
         index = run_dir / "variations.json"
@@ -127,6 +191,8 @@ def main() -> int:
             handle.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
         walls[name], cpus[name] = wall, cpu
+    if server:
+        server.close()
     pairs = [k for k in ["", *(f"-{k}" for k in range(2, args.pairs + 1))] if f"init{k}" in walls and f"scratch{k}" in walls]
     if pairs:
         ratios = {"wall": [walls[f"init{k}"] / walls[f"scratch{k}"] for k in pairs],

@@ -41,6 +41,27 @@ def test_run_writes_the_run_folder_and_events(tmp_path):
     assert not list(run.glob(".*tmp*"))  # no temporary files left
 
 
+def test_the_end_renders_the_ring_once_for_preview_ring_and_quality(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from backend.artifacts import RunArtifacts
+
+    trainer = Trainer(tiny_config(steps=6, preview_every=4), tmp_path / "run")
+    trainer.setup(False)
+    trainer.loop(0)
+    calls, render_ring = [], RunArtifacts.render_ring
+    monkeypatch.setattr(RunArtifacts, "render_ring", lambda self, *a, **k: calls.append(1) or render_ring(self, *a, **k))
+    trainer._finish(0.0)
+    trainer.close()
+    assert len(calls) == 1
+    run = tmp_path / "run"
+    preview = torch.tensor(list(Image.open(run / "previews" / "step_00006.png").getdata()))
+    separate = trainer.artifacts.render_ring(cameras=trainer.ring[1])[0]  # view 1 (step 6 // 4), rendered alone
+    assert torch.equal(preview.reshape(16, 16, 3), (separate.clamp(0, 1) * 255 + 0.5).to(torch.uint8).long())
+    quality = trainer.metrics["quality"]["psnr"]
+    assert quality == pytest.approx(trainer.artifacts.evaluate_quality()["psnr"], abs=1e-6)
+
+
 def test_training_moves_the_render_towards_the_target(tmp_path):
     trainer = Trainer(tiny_config(steps=60, preview_every=0, checkpoint_every=0), tmp_path / "run")
     trainer.setup(False)
