@@ -52,7 +52,7 @@ class FieldAdam:
             states = [self._moments(p) for p in params]
             beta1, beta2 = group["betas"]
             adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-                 [s["step"] for s in states], foreach=None if fused else False, fused=fused,
+                 [s["step"] for s in states], foreach=None, fused=fused,
                  found_inf=found_inf if fused else None, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
                  weight_decay=0.0, eps=group["eps"], maximize=False)
 
