@@ -176,8 +176,9 @@ def main() -> int:
         if args.only and kind not in args.only and not (name == "refine-300" and "refine" in args.only):
             continue
         load_before = os.getloadavg()[0]
-        run_dir, wall, cpu = server.run(server_config(flags)) if server else generate(*flags)
-        command = f"serve: generate {json.dumps(server_config(flags))}" if server else "python -m backend generate " + " ".join(flags)
+        request = server_config(flags) if server else None
+        run_dir, wall, cpu = server.run(request) if server else generate(*flags)
+        command = f"serve: generate {json.dumps(request)}" if server else "python -m backend generate " + " ".join(flags)
         record = {"name": name, "command": command, "run_dir": str(run_dir),
                   "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_before": round(load_before, 1),
                   "load_after": round(os.getloadavg()[0], 1)}
